@@ -1,0 +1,78 @@
+"""The one writer of audit events, used by every domain, and the queries that read them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.models import AuditEvent
+
+# Keys whose values never enter an audit event, whatever a caller passes.
+_SECRET_KEYS = {
+    "password",
+    "new_password",
+    "current_password",
+    "token",
+    "refresh_token",
+    "access_token",
+    "hashed_password",
+    "secret",
+    "csrf_token",
+}
+
+
+def _clean(details: dict[str, Any] | None) -> dict[str, Any]:
+    if not details:
+        return {}
+    return {key: ("[redacted]" if key in _SECRET_KEYS else value) for key, value in details.items()}
+
+
+async def record(
+    session: AsyncSession,
+    action: str,
+    *,
+    actor_id: uuid.UUID | None = None,
+    subject_user_id: uuid.UUID | None = None,
+    org_id: uuid.UUID | None = None,
+    ip_address: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        action=action,
+        actor_id=actor_id,
+        subject_user_id=subject_user_id,
+        org_id=org_id,
+        ip_address=ip_address,
+        details=_clean(details),
+    )
+    session.add(event)
+    return event
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    actor_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    org_id: uuid.UUID | None = None,
+    action: str | None = None,
+) -> tuple[list[AuditEvent], int]:
+    query: Select[AuditEvent] = select(AuditEvent)
+    if actor_id is not None:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if user_id is not None:
+        query = query.where(AuditEvent.subject_user_id == user_id)
+    if org_id is not None:
+        query = query.where(AuditEvent.org_id == org_id)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), int(total or 0)

@@ -1,0 +1,130 @@
+"""Who is calling: ``CurrentUser`` accepts this API's access tokens and Supabase access tokens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import supabase
+from app.auth.exceptions import (
+    AccessTokenExpiredError,
+    InactiveUserError,
+    InvalidAccessTokenError,
+    NotAuthenticatedError,
+    SessionRevokedError,
+)
+from app.auth.models import AuthSession
+from app.core import security
+from app.core.db import SessionDep, utcnow
+from app.core.errors import Forbidden
+from app.core.settings import Settings
+from app.users.models import User
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+@dataclass(slots=True)
+class Principal:
+    user: User
+    session_id: uuid.UUID | None  # this API's session; None for Supabase tokens
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def is_own_token(settings: Settings, token: str) -> bool:
+    """Decided from the header and the issuer alone, never by trying every verifier."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return True  # not a JWT at all: our verifier gives the precise 401
+    return header.get("alg") == security.JWT_ALGORITHM and claims.get("iss") == settings.JWT_ISSUER
+
+
+async def _own_principal(session: AsyncSession, settings: Settings, token: str) -> Principal:
+    try:
+        claims = security.decode_access_token(settings, token)
+    except jwt.ExpiredSignatureError as exc:
+        raise AccessTokenExpiredError() from exc
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidAccessTokenError() from exc
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at, AuthSession.expires_at, AuthSession.last_used_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise SessionRevokedError()
+    user, revoked_at, expires_at, last_used_at = row
+    now = utcnow()
+    if revoked_at is not None or expires_at <= now:
+        raise SessionRevokedError()
+    if not user.is_active:
+        raise InactiveUserError()
+    if now - last_used_at >= LAST_USED_RESOLUTION:
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == claims.session_id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return Principal(user=user, session_id=claims.session_id)
+
+
+async def current_principal(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> Principal:
+    if not token:
+        raise NotAuthenticatedError()
+    settings: Settings = request.app.state.settings
+    if is_own_token(settings, token):
+        principal = await _own_principal(session, settings, token)
+    else:
+        user = await supabase.authenticate(request, session, token)
+        if not user.is_active:
+            raise InactiveUserError()
+        principal = Principal(user=user, session_id=None)
+    request.state.user_id = principal.user.id
+    return principal
+
+
+async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
+    return principal.user
+
+
+async def current_superuser(user: Annotated[User, Depends(current_user)]) -> User:
+    if not user.is_superuser:
+        raise Forbidden("Superuser privileges are required.")
+    return user
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentUser = Annotated[User, Depends(current_user)]
+Superuser = Annotated[User, Depends(current_superuser)]
+
+
+def client_ip(request: Request) -> str | None:
+    ip: str | None = getattr(request.state, "client_ip", None)
+    if ip is None and request.client:
+        ip = request.client.host
+    return ip

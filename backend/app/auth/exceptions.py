@@ -1,0 +1,81 @@
+from app.core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthenticated,
+    Unprocessable,
+)
+
+
+class NotAuthenticatedError(Unauthenticated):
+    code, detail = "not_authenticated", "Not authenticated."
+
+
+class InvalidAccessTokenError(Unauthenticated):
+    code, detail = "invalid_token", "The access token is invalid."
+
+
+class AccessTokenExpiredError(Unauthenticated):
+    code, detail = "token_expired", "The access token has expired."
+
+
+class SessionRevokedError(Unauthenticated):
+    code, detail = "session_revoked", "This session has ended; sign in again."
+
+
+class InvalidCredentialsError(Unauthenticated):
+    code, detail = "invalid_credentials", "Incorrect email or password."
+
+
+class InactiveUserError(Unauthenticated):
+    code, detail = "inactive_user", "This account is deactivated."
+
+
+class InvalidRefreshTokenError(Unauthenticated):
+    code, detail = "invalid_refresh_token", "The refresh token is invalid."
+
+
+class RefreshTokenExpiredError(Unauthenticated):
+    code, detail = "refresh_token_expired", "The refresh token has expired; sign in again."
+
+
+class RefreshTokenReusedError(Unauthenticated):
+    code, detail = "refresh_token_reused", "This refresh token was already used; the session has been ended."
+
+
+class SessionNotFoundError(NotFound):
+    code, detail = "session_not_found", "Session not found."
+
+
+class NotOwnSessionError(BadRequest):
+    code, detail = "not_own_session", "This endpoint is for sessions of this API's own accounts."
+
+
+class WrongPasswordError(BadRequest):
+    code, detail = "invalid_password", "The current password is incorrect."
+
+
+class InvalidEmailTokenError(BadRequest):
+    code, detail = "invalid_token", "The token is invalid, expired or already used."
+
+
+class CsrfError(Forbidden):
+    code, detail = "csrf_failed", "The CSRF check failed."
+
+
+class AnonymousUserError(Forbidden):
+    code, detail = "anonymous_user", "Anonymous users are not allowed."
+
+
+class AccountExistsError(Conflict):
+    code, detail = "account_exists", "An account with this email already exists."
+
+
+class JwksUnavailableError(ServiceUnavailable):
+    code, detail = "jwks_unavailable", "Supabase signing keys cannot be fetched right now."
+
+
+class WeakPasswordError(Unprocessable):
+    code, detail = "weak_password", "Password must not be the same as the email."

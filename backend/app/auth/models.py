@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, new_id, utcnow
+
+
+class RevokeReason(StrEnum):
+    LOGOUT = "logout"
+    LOGOUT_ALL = "logout_all"
+    SESSION_DELETED = "session_deleted"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_RESET = "password_reset"
+    REFRESH_REUSED = "refresh_token_reused"
+    USER_DEACTIVATED = "user_deactivated"
+    ADMIN = "admin"
+    USER_DELETED = "user_deleted"
+
+
+class AuthSession(Base):
+    """A login on one device. The refresh token is never stored: it is re-derived (HMAC with SECRET_KEY)
+    from the session id, its ``generation`` and a per-session ``token_salt``; a database reader can't."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (
+        Index("ix_auth_sessions_user_id_created_at", "user_id", "created_at"),
+        Index("ix_auth_sessions_expires_at", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    token_salt: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    device_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(512), default=None)
+    ip_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+class EmailTokenPurpose(StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    PASSWORD_RESET = "password_reset"
+
+
+class EmailToken(Base):
+    """Single-use verification and reset tokens, stored as SHA-256 hashes only."""
+
+    __tablename__ = "email_tokens"
+    __table_args__ = (Index("ix_email_tokens_user_id_purpose", "user_id", "purpose"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,398 @@
+"""Own accounts: registration, login, refresh-token sessions, revocation, email tokens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import service as audit
+from app.auth.exceptions import (
+    InactiveUserError,
+    InvalidCredentialsError,
+    InvalidEmailTokenError,
+    InvalidRefreshTokenError,
+    RefreshTokenExpiredError,
+    RefreshTokenReusedError,
+    SessionNotFoundError,
+    SessionRevokedError,
+    WeakPasswordError,
+    WrongPasswordError,
+)
+from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, RevokeReason
+from app.core import security
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.users import service as user_service
+from app.users.models import AuthProvider, User
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip_address: str | None = None
+    user_agent: str | None = None
+    device_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def _issue(settings: Settings, auth_session: AuthSession) -> IssuedTokens:
+    return IssuedTokens(
+        access_token=security.create_access_token(settings, user_id=auth_session.user_id, session_id=auth_session.id),
+        refresh_token=security.derive_refresh_token(
+            settings,
+            session_id=auth_session.id,
+            generation=auth_session.generation,
+            salt=auth_session.token_salt,
+        ),
+        expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
+        session_id=auth_session.id,
+        user_id=auth_session.user_id,
+    )
+
+
+# --- registration and login ---------------------------------------------------------------------------
+
+
+async def register(
+    session: AsyncSession, settings: Settings, *, email: str, password: str, full_name: str | None
+) -> User:
+    """A new own account with its profile (and starting credits). Raises EmailTakenError."""
+    hashed = await security.hash_password(password)
+    user = await user_service.create_user(session, email=email, hashed_password=hashed, full_name=full_name)
+    await user_service.get_or_create_profile(session, user=user, full_name=full_name, credits=settings.DEFAULT_CREDITS)
+    await audit.record(session, "user.registered", actor_id=user.id, subject_user_id=user.id)
+    return user
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str, ip_address: str | None) -> User:
+    """The user whose email and password match; the same error, in about the same time, otherwise."""
+    user = await user_service.find_user_by_email(session, email)
+    if user is None or user.hashed_password is None:
+        await security.verify_dummy_password(password)
+        await audit.record(
+            session, "auth.login_failed", ip_address=ip_address, details={"email": email, "reason": "unknown"}
+        )
+        raise InvalidCredentialsError()
+    ok, new_hash = await security.verify_password(password, user.hashed_password)
+    if not ok:
+        await audit.record(
+            session,
+            "auth.login_failed",
+            subject_user_id=user.id,
+            ip_address=ip_address,
+            details={"email": email, "reason": "password"},
+        )
+        raise InvalidCredentialsError()
+    if not user.is_active:
+        raise InactiveUserError()
+    if new_hash is not None:
+        user.hashed_password = new_hash  # an older (bcrypt) hash is upgraded to argon2 on login
+    return user
+
+
+async def start_session(session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo) -> IssuedTokens:
+    now = utcnow()
+    auth_session = AuthSession(
+        user_id=user.id,
+        token_salt=security.new_salt(),
+        generation=0,
+        device_name=client.device_name,
+        user_agent=(client.user_agent or "")[:512] or None,
+        ip_address=client.ip_address,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+    )
+    session.add(auth_session)
+    await session.flush()
+    await audit.record(
+        session,
+        "auth.login",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=client.ip_address,
+        details={"session_id": str(auth_session.id), "device_name": client.device_name},
+    )
+    return _issue(settings, auth_session)
+
+
+async def login(
+    session: AsyncSession, settings: Settings, *, email: str, password: str, client: ClientInfo
+) -> IssuedTokens:
+    user = await authenticate(session, email=email, password=password, ip_address=client.ip_address)
+    return await start_session(session, settings, user=user, client=client)
+
+
+# --- refresh ------------------------------------------------------------------------------------------
+
+
+async def refresh(session: AsyncSession, settings: Settings, *, token: str, client: ClientInfo) -> IssuedTokens:
+    """Rotate a refresh token. Reuse of an older one ends the session (committed before the 401).
+
+    Rotation is one conditional UPDATE (``WHERE generation = :seen``), so two concurrent refreshes with the
+    same token cannot both rotate: the loser re-reads and gets the winner's token back (grace window).
+    """
+    parts = security.parse_refresh_token(token)
+    if parts is None:
+        raise InvalidRefreshTokenError()
+    auth_session = await session.get(AuthSession, parts.session_id, populate_existing=True)
+    if auth_session is None or parts.generation > auth_session.generation:
+        raise InvalidRefreshTokenError()
+    if not security.refresh_token_matches(
+        settings, token, session_id=auth_session.id, generation=parts.generation, salt=auth_session.token_salt
+    ):
+        raise InvalidRefreshTokenError()
+    if auth_session.revoked_at is not None:
+        raise SessionRevokedError()
+    now = utcnow()
+    if auth_session.expires_at <= now:
+        raise RefreshTokenExpiredError()
+    user = await session.get(User, auth_session.user_id)
+    if user is None or not user.is_active:
+        raise InactiveUserError()
+
+    if parts.generation == auth_session.generation:
+        result = await session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == auth_session.id, AuthSession.generation == parts.generation)
+            .values(
+                generation=parts.generation + 1,
+                rotated_at=now,
+                last_used_at=now,
+                ip_address=client.ip_address or auth_session.ip_address,
+                user_agent=(client.user_agent or "")[:512] or auth_session.user_agent,
+                expires_at=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.refresh(auth_session)
+        if getattr(result, "rowcount", 0) == 1:
+            return _issue(settings, auth_session)
+        # Someone rotated it between our read and our update: treat like a token just rotated.
+
+    rotated_at = auth_session.rotated_at
+    in_grace = (
+        parts.generation == auth_session.generation - 1
+        and rotated_at is not None
+        and now - rotated_at <= timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS)
+    )
+    if in_grace and auth_session.revoked_at is None:
+        return _issue(settings, auth_session)
+
+    await _revoke(session, auth_session, RevokeReason.REFRESH_REUSED, now=now)
+    await audit.record(
+        session,
+        "auth.refresh_token_reused",
+        subject_user_id=auth_session.user_id,
+        ip_address=client.ip_address,
+        details={"session_id": str(auth_session.id)},
+    )
+    await session.commit()  # the revocation must outlive the 401 below
+    raise RefreshTokenReusedError()
+
+
+# --- sessions and revocation --------------------------------------------------------------------------
+
+
+async def _revoke(session: AsyncSession, auth_session: AuthSession, reason: str, *, now: datetime) -> None:
+    if auth_session.revoked_at is None:
+        auth_session.revoked_at = now
+        auth_session.revoked_reason = reason
+    await session.flush()
+
+
+async def revoke_user_sessions(
+    session: AsyncSession, *, user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """End every live session of a user (but ``keep``); returns the ended session ids."""
+    conditions = [AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)]
+    if keep is not None:
+        conditions.append(AuthSession.id != keep)
+    result = await session.execute(
+        update(AuthSession)
+        .where(*conditions)
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .returning(AuthSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+async def list_sessions(session: AsyncSession, *, user_id: uuid.UUID) -> list[AuthSession]:
+    now = utcnow()
+    rows = await session.scalars(
+        select(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None), AuthSession.expires_at > now)
+        .order_by(AuthSession.last_used_at.desc())
+    )
+    return list(rows)
+
+
+async def revoke_session(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    reason: str,
+    actor_id: uuid.UUID | None = None,
+    ip_address: str | None = None,
+) -> None:
+    auth_session = await session.get(AuthSession, session_id)
+    if auth_session is None or auth_session.user_id != user_id or auth_session.revoked_at is not None:
+        raise SessionNotFoundError()
+    await _revoke(session, auth_session, reason, now=utcnow())
+    await audit.record(
+        session,
+        "auth.session_revoked" if reason != RevokeReason.LOGOUT else "auth.logout",
+        actor_id=actor_id or user_id,
+        subject_user_id=user_id,
+        ip_address=ip_address,
+        details={"session_id": str(session_id), "reason": reason},
+    )
+
+
+async def logout_all(session: AsyncSession, *, user_id: uuid.UUID, ip_address: str | None) -> list[uuid.UUID]:
+    ended = await revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.LOGOUT_ALL)
+    await audit.record(
+        session,
+        "auth.logout_all",
+        actor_id=user_id,
+        subject_user_id=user_id,
+        ip_address=ip_address,
+        details={"sessions": len(ended)},
+    )
+    return ended
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    user: User,
+    current_password: str,
+    new_password: str,
+    current_session_id: uuid.UUID | None,
+    ip_address: str | None,
+) -> list[uuid.UUID]:
+    if user.hashed_password is None:
+        raise WrongPasswordError("This account has no password here; it signs in through Supabase.")
+    ok, _ = await security.verify_password(current_password, user.hashed_password)
+    if not ok:
+        raise WrongPasswordError()
+    if new_password.strip().lower() == user.email:
+        raise WeakPasswordError()
+    user.hashed_password = await security.hash_password(new_password)
+    ended = await revoke_user_sessions(
+        session, user_id=user.id, reason=RevokeReason.PASSWORD_CHANGED, keep=current_session_id
+    )
+    await audit.record(
+        session,
+        "auth.password_changed",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"sessions_ended": len(ended)},
+    )
+    return ended
+
+
+async def cleanup_sessions(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
+    """Delete sessions that expired or were revoked more than ``older_than`` ago."""
+    from sqlalchemy import delete, or_
+
+    cutoff = utcnow() - older_than
+    result = await session.execute(
+        delete(AuthSession).where(or_(AuthSession.expires_at < cutoff, AuthSession.revoked_at < cutoff))
+    )
+    tokens = await session.execute(delete(EmailToken).where(EmailToken.expires_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0) + int(getattr(tokens, "rowcount", 0) or 0)
+
+
+# --- email tokens (verification, password reset) -----------------------------------------------------
+
+
+async def create_email_token(
+    session: AsyncSession, settings: Settings, *, user: User, purpose: EmailTokenPurpose
+) -> str:
+    """A single-use token (256 bits, stored hashed). A new reset token spends the older ones."""
+    now = utcnow()
+    if purpose == EmailTokenPurpose.PASSWORD_RESET:
+        lifetime = timedelta(hours=settings.PASSWORD_RESET_EXPIRE_HOURS)
+        await session.execute(
+            update(EmailToken)
+            .where(EmailToken.user_id == user.id, EmailToken.purpose == purpose, EmailToken.used_at.is_(None))
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    else:
+        lifetime = timedelta(hours=settings.EMAIL_VERIFY_EXPIRE_HOURS)
+    token = security.new_secret_token()
+    session.add(
+        EmailToken(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=security.hash_token(token),
+            email=user.email,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def consume_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> User:
+    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win)."""
+    now = utcnow()
+    result = await session.execute(
+        update(EmailToken)
+        .where(
+            EmailToken.token_hash == security.hash_token(token),
+            EmailToken.purpose == purpose,
+            EmailToken.used_at.is_(None),
+            EmailToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(EmailToken.user_id, EmailToken.email)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.one_or_none()
+    if row is None:
+        raise InvalidEmailTokenError()
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active or user.email != row.email:
+        # The address changed since the mail was sent: the token proves nothing about the new one.
+        raise InvalidEmailTokenError()
+    return user
+
+
+def is_own_account(user: User) -> bool:
+    return user.auth_provider == AuthProvider.LOCAL and user.hashed_password is not None
+
+
+async def reset_password(session: AsyncSession, *, token: str, new_password: str, ip_address: str | None) -> User:
+    user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.PASSWORD_RESET)
+    if new_password.strip().lower() == user.email:
+        raise WeakPasswordError()
+    user.hashed_password = await security.hash_password(new_password)
+    user.is_verified = True
+    ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.PASSWORD_RESET)
+    await audit.record(
+        session,
+        "auth.password_reset",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"sessions_ended": len(ended)},
+    )
+    return user

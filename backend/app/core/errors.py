@@ -1,0 +1,178 @@
+"""Error categories and the one place that maps them to HTTP answers.
+
+Services raise domain errors (a category below plus a ``code``); only this module knows status numbers.
+Every error body is ``{"detail": ..., "code": ...}``; 422 keeps FastAPI's validation shape and adds a code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("app.errors")
+
+
+class AppError(Exception):
+    code = "error"
+    detail = "Request failed."
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.detail = detail or self.detail
+        if headers is not None:
+            self.headers = headers
+        super().__init__(self.detail)
+
+
+class BadRequest(AppError):
+    code, detail = "bad_request", "The request is invalid."
+
+
+class Unauthenticated(AppError):
+    code, detail = "not_authenticated", "Not authenticated."
+
+
+class PaymentRequired(AppError):
+    code, detail = "payment_required", "Payment required."
+
+
+class Forbidden(AppError):
+    code, detail = "forbidden", "You are not allowed to do this."
+
+
+class NotFound(AppError):
+    code, detail = "not_found", "Not found."
+
+
+class Conflict(AppError):
+    code, detail = "conflict", "The request conflicts with the current state."
+
+
+class Unprocessable(AppError):
+    code, detail = "unprocessable", "The request cannot be processed."
+
+
+class TooManyRequests(AppError):
+    code, detail = "rate_limited", "Too many requests."
+
+
+class ServiceUnavailable(AppError):
+    code, detail = "service_unavailable", "A service this request needs is unavailable."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code, detail = "database_unavailable", "The database is unavailable; try again shortly."
+
+
+STATUS: dict[type[AppError], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    PaymentRequired: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unprocessable: 422,
+    TooManyRequests: 429,
+    ServiceUnavailable: 503,
+}
+
+# Codes for the framework's own HTTP errors (unknown route, wrong method, oversized body, ...).
+HTTP_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def status_of(exc: AppError) -> int:
+    return next((status for cls, status in STATUS.items() if isinstance(exc, cls)), 500)
+
+
+def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers or None)
+
+
+async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(status_of(exc), exc.detail, exc.code, exc.headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
+    return error_response(exc.status_code, detail, code, dict(exc.headers or {}))
+
+
+def _json_error_only(errors: list[dict[str, Any]]) -> bool:
+    return bool(errors) and all(err.get("type") == "json_invalid" for err in errors)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    for err in errors:
+        # Never echo back what could be a password: drop the offending input, keep the location.
+        err.pop("input", None)
+        ctx = err.get("ctx")
+        if isinstance(ctx, dict):
+            err["ctx"] = {
+                key: value if isinstance(value, int | float | str) else str(value) for key, value in ctx.items()
+            }
+    code = "invalid_json" if _json_error_only(errors) else "validation_error"
+    return JSONResponse(
+        {"detail": jsonable_encoder(errors), "code": code},
+        status_code=422,
+    )
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, PoolTimeoutError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if isinstance(orig, OSError | ConnectionError | TimeoutError):
+            return True
+        name = type(orig).__name__ if orig is not None else ""
+        text = str(orig).lower()
+        return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError"} or (
+            "connection" in text and ("closed" in text or "refused" in text or "lost" in text)
+        )
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
+def unexpected_error_response(exc: BaseException, request_id: str) -> JSONResponse:
+    """The answer to an exception no handler claimed: 503 for a lost database, else a logged 500."""
+    if _is_connection_error(exc):
+        logger.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
+        err = DatabaseUnavailable()
+        return error_response(503, err.detail, err.code, {"Retry-After": "5"})
+    logger.error("unhandled error (request_id=%s)", request_id, exc_info=exc)
+    return error_response(500, "Internal server error", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # Anything else is answered by RequestContextMiddleware (app.core.middleware), inside the
+    # security-header layer, so that a 500 or 503 carries the same headers as every other answer.

@@ -1,0 +1,19 @@
+"""Imports every domain's models so that metadata (Alembic, tests) sees all tables."""
+
+from app.audit.models import AuditEvent
+from app.auth.models import AuthSession, EmailToken
+from app.credits.models import CreditTransaction
+from app.orgs.models import Invitation, Membership, Organization
+from app.users.models import Profile, User
+
+__all__ = [
+    "AuditEvent",
+    "AuthSession",
+    "CreditTransaction",
+    "EmailToken",
+    "Invitation",
+    "Membership",
+    "Organization",
+    "Profile",
+    "User",
+]

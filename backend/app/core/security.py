@@ -1,0 +1,174 @@
+"""Passwords (argon2 off the event loop), this API's JWTs, and opaque secret tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import jwt
+from passlib.context import CryptContext
+
+from app.core.settings import Settings
+
+# argon2id at 64 MiB, t=2, p=1 (about 100 ms here, see ../shared/DEPENDENCIES.md); bcrypt only to verify
+# hashes from older data, which `verify_and_update` re-hashes as argon2 on the next login.
+pwd_context = CryptContext(
+    schemes=["argon2", "bcrypt"],
+    deprecated=["bcrypt"],
+    argon2__type="ID",
+    argon2__memory_cost=65536,
+    argon2__time_cost=2,
+    argon2__parallelism=1,
+)
+
+# Hashing releases the GIL; never more hashes in flight than cores, so other requests keep a thread.
+_hash_limiter: anyio.CapacityLimiter | None = None
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    global _hash_limiter
+    if _hash_limiter is None:
+        import os
+
+        _hash_limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+    return _hash_limiter
+
+
+def _verify_and_update(password: str, hashed: str) -> tuple[bool, str | None]:
+    try:
+        ok, new_hash = pwd_context.verify_and_update(password, hashed)
+    except ValueError:
+        # bcrypt refuses secrets over 72 bytes: such a password cannot match a bcrypt hash.
+        return False, None
+    return bool(ok), new_hash
+
+
+async def hash_password(password: str) -> str:
+    return await anyio.to_thread.run_sync(pwd_context.hash, password, limiter=_limiter())
+
+
+async def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
+    """(matches, new hash when the stored one should be upgraded)."""
+    return await anyio.to_thread.run_sync(_verify_and_update, password, hashed, limiter=_limiter())
+
+
+_DUMMY_HASH: str | None = None
+
+
+async def verify_dummy_password(password: str) -> None:
+    """Spend the time a real verification takes, so unknown emails cannot be told apart by timing."""
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = await hash_password(secrets.token_urlsafe(16))
+    await verify_password(password, _DUMMY_HASH)
+
+
+# --- this API's access tokens -------------------------------------------------------------------------
+
+ACCESS_TOKEN_TYPE = "access"
+JWT_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expires_at: datetime
+
+
+def create_access_token(settings: Settings, *, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "sid": str(session_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        "jti": secrets.token_urlsafe(12),
+        "type": ACCESS_TOKEN_TYPE,
+    }
+    return jwt.encode(payload, settings.SECRET_KEY, algorithm=JWT_ALGORITHM, headers={"typ": "JWT"})
+
+
+def decode_access_token(settings: Settings, token: str) -> AccessClaims:
+    """Raises jwt.PyJWTError (or ValueError) for anything that is not a valid access token of ours."""
+    payload: dict[str, Any] = jwt.decode(
+        token,
+        settings.SECRET_KEY,
+        algorithms=[JWT_ALGORITHM],
+        audience=settings.JWT_AUDIENCE,
+        issuer=settings.JWT_ISSUER,
+        options={"require": ["exp", "iat", "sub", "sid", "iss", "aud", "jti", "type"]},
+    )
+    if payload.get("type") != ACCESS_TOKEN_TYPE:
+        raise jwt.InvalidTokenError("not an access token")
+    return AccessClaims(
+        user_id=uuid.UUID(payload["sub"]),
+        session_id=uuid.UUID(payload["sid"]),
+        expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+    )
+
+
+# --- opaque tokens ------------------------------------------------------------------------------------
+
+REFRESH_TOKEN_PREFIX = "rt"
+
+
+def new_salt() -> str:
+    return secrets.token_hex(16)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def derive_refresh_token(settings: Settings, *, session_id: uuid.UUID, generation: int, salt: str) -> str:
+    """``rt.<session id>.<generation>.<HMAC-SHA256>``: 256 bits of secret, re-derivable only with SECRET_KEY."""
+    mac = hmac.new(
+        settings.SECRET_KEY.encode(), f"refresh|{session_id}|{generation}|{salt}".encode(), hashlib.sha256
+    ).digest()
+    return f"{REFRESH_TOKEN_PREFIX}.{_b64(session_id.bytes)}.{generation}.{_b64(mac)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenParts:
+    session_id: uuid.UUID
+    generation: int
+
+
+def parse_refresh_token(token: str) -> RefreshTokenParts | None:
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != REFRESH_TOKEN_PREFIX or not parts[2].isdigit() or len(parts[2]) > 9:
+        return None
+    try:
+        session_bytes = _unb64(parts[1])
+        return RefreshTokenParts(session_id=uuid.UUID(bytes=session_bytes), generation=int(parts[2]))
+    except (ValueError, TypeError):
+        return None
+
+
+def refresh_token_matches(settings: Settings, token: str, *, session_id: uuid.UUID, generation: int, salt: str) -> bool:
+    expected = derive_refresh_token(settings, session_id=session_id, generation=generation, salt=salt)
+    return hmac.compare_digest(expected.encode(), token.encode())
+
+
+def new_secret_token() -> str:
+    """A single-use secret for mails and invitations: 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

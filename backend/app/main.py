@@ -1,0 +1,61 @@
+"""create_app(): settings, middleware, error handlers, routers, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import api_router
+from app.core.db import create_engine, create_sessionmaker
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import RequestContextMiddleware
+from app.core.settings import Settings, get_settings
+from app.health.router import router as health_router
+from app.integrations.email import create_sender
+
+logger = logging.getLogger("app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.LOG_LEVEL, bool(settings.LOG_JSON))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title=settings.PROJECT_NAME,
+        version=settings.VERSION,
+        openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
+        lifespan=lifespan,
+        max_body_size=settings.MAX_BODY_SIZE,
+    )
+    app.state.settings = settings
+    app.state.email_sender = create_sender(settings)
+
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.BACKEND_CORS_ORIGINS,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+    )
+    app.add_middleware(RequestContextMiddleware, settings=settings)
+
+    app.include_router(health_router)
+    app.include_router(api_router, prefix=settings.API_V1_PREFIX)
+    return app

@@ -1,0 +1,13 @@
+from app.core.errors import Conflict, NotFound
+
+
+class UserNotFoundError(NotFound):
+    code, detail = "user_not_found", "User not found."
+
+
+class EmailTakenError(Conflict):
+    code, detail = "email_taken", "An account with this email already exists."
+
+
+class ProfileNotFoundError(NotFound):
+    code, detail = "profile_not_found", "No profile exists yet; create it with POST /profile."

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from app.auth.schemas import Email, StrictModel
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    is_verified: bool
+    auth_provider: str
+    created_at: datetime
+
+
+class UserUpdate(StrictModel):
+    full_name: Annotated[str | None, Field(max_length=255)] = None
+    email: Email | None = None
+
+
+class ProfileRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    full_name: str | None
+    avatar_url: str | None
+    credits: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProfileCreate(StrictModel):
+    full_name: Annotated[str | None, Field(max_length=255)] = None
+
+
+class ProfileUpdate(StrictModel):
+    full_name: Annotated[str | None, Field(max_length=255)] = None
+    avatar_url: HttpUrl | None = None

@@ -1,0 +1,134 @@
+"""Users and profiles: lookups, creation, the profile get-or-create."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.credits.models import CreditTransaction
+from app.users.exceptions import EmailTakenError, ProfileNotFoundError, UserNotFoundError
+from app.users.models import AuthProvider, Profile, User
+
+SIGNUP_CREDITS_REASON = "signup_bonus"
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def find_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await find_user(session, user_id)
+    if user is None:
+        raise UserNotFoundError()
+    return user
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    hashed_password: str | None,
+    full_name: str | None = None,
+    user_id: uuid.UUID | None = None,
+    auth_provider: str = AuthProvider.LOCAL,
+    is_verified: bool = False,
+    is_superuser: bool = False,
+) -> User:
+    """Insert a user; a duplicate email is EmailTakenError (nothing else of the transaction is lost)."""
+    user = User(
+        email=normalize_email(email),
+        hashed_password=hashed_password,
+        full_name=full_name,
+        auth_provider=auth_provider,
+        is_verified=is_verified,
+        is_superuser=is_superuser,
+    )
+    if user_id is not None:
+        user.id = user_id
+    try:
+        async with session.begin_nested():
+            session.add(user)
+            await session.flush()
+    except IntegrityError as exc:
+        raise EmailTakenError() from exc
+    return user
+
+
+def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def get_or_create_profile(
+    session: AsyncSession, *, user: User, full_name: str | None, credits: int
+) -> tuple[Profile, bool]:
+    """One profile per user, however many callers race: INSERT ... ON CONFLICT DO NOTHING.
+
+    A new profile starts with ``credits`` and the ledger row that explains them.
+    """
+    now = utcnow()
+    insert = _insert_for(session)
+    statement = (
+        insert(Profile)
+        .values(id=user.id, full_name=full_name or user.full_name, credits=credits, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Profile.id)
+    )
+    created = (await session.execute(statement)).scalar_one_or_none() is not None
+    if created and credits:
+        session.add(
+            CreditTransaction(user_id=user.id, amount=credits, balance_after=credits, reason=SIGNUP_CREDITS_REASON)
+        )
+    profile = await session.get(Profile, user.id, populate_existing=True)
+    assert profile is not None
+    return profile, created
+
+
+async def find_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile | None:
+    return await session.get(Profile, user_id)
+
+
+async def get_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile:
+    profile = await find_profile(session, user_id)
+    if profile is None:
+        raise ProfileNotFoundError()
+    return profile
+
+
+async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: dict[str, object]) -> Profile:
+    profile = await get_profile(session, user_id)
+    for field in ("full_name", "avatar_url"):
+        if field in changes:
+            setattr(profile, field, changes[field])
+    await session.flush()
+    return profile
+
+
+async def update_me(session: AsyncSession, *, user: User, changes: dict[str, object]) -> str | None:
+    """Apply name/email changes; returns the new email when it changed (it is then unverified)."""
+    if "full_name" in changes:
+        user.full_name = changes["full_name"]  # type: ignore[assignment]
+    new_email = changes.get("email")
+    if isinstance(new_email, str) and normalize_email(new_email) != user.email:
+        user.email = normalize_email(new_email)
+        user.is_verified = False
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError as exc:
+            raise EmailTakenError() from exc
+        return user.email
+    await session.flush()
+    return None
