@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admin.bootstrap import bootstrap_first_superuser
 from app.api import api_router
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         try:
+            await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
             yield
         finally:
             await engine.dispose()
