@@ -14,6 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ def requires_postgres() -> pytest.MarkDecorator:
     return pytest.mark.skipif(DB_KIND != "postgres", reason="needs PostgreSQL (row locks, real parallelism)")
 
 
+def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking set-up (which may call asyncio.run) in a thread: a session loop may already be running."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
 def alembic_upgrade(url: str) -> None:
     cfg = Config(str(BACKEND_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(BACKEND_DIR / "alembic"))
@@ -93,17 +100,17 @@ def database_url(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> It
     if DB_KIND == "sqlite":
         path = tmp_path_factory.mktemp("db") / f"test_{worker_id}.db"
         url = f"sqlite+aiosqlite:///{path}"
-        alembic_upgrade(url)
+        in_thread(alembic_upgrade, url)
         yield url
         return
     name = f"test_{worker_id}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    in_thread(asyncio.run, _admin(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     try:
-        alembic_upgrade(url)
+        in_thread(alembic_upgrade, url)
         yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        in_thread(asyncio.run, _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -147,13 +154,10 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 @pytest_asyncio.fixture(autouse=True)
-async def _clean_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    application: FastAPI | None = None
-    if {"app", "client", "make_app"} & set(request.fixturenames):
-        application = request.getfixturevalue("app")
+async def _clean_database(app: FastAPI) -> AsyncIterator[None]:
+    """Every test starts from empty tables (whatever app instance it wrote through)."""
     yield
-    if application is not None:
-        await _clean(application)
+    await _clean(app)
 
 
 def client_for(application: FastAPI, **kwargs: Any) -> httpx.AsyncClient:

@@ -121,6 +121,17 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, detail, code, dict(exc.headers or {}))
 
 
+def _wrong_content_type(request: Request, errors: list[dict[str, Any]]) -> bool:
+    """A JSON endpoint sent a body of another media type: FastAPI reports it as a non-object body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type or content_type == "application/json" or content_type.endswith("+json"):
+        return False
+    return any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") in {"model_attributes_type", "dict_type"}
+        for err in errors
+    )
+
+
 def _json_error_only(errors: list[dict[str, Any]]) -> bool:
     return bool(errors) and all(err.get("type") == "json_invalid" for err in errors)
 
@@ -136,6 +147,8 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
             err["ctx"] = {
                 key: value if isinstance(value, int | float | str) else str(value) for key, value in ctx.items()
             }
+    if _wrong_content_type(request, errors):
+        return error_response(415, "Send the body as JSON (Content-Type: application/json).", "unsupported_media_type")
     code = "invalid_json" if _json_error_only(errors) else "validation_error"
     return JSONResponse(
         {"detail": jsonable_encoder(errors), "code": code},
