@@ -70,8 +70,11 @@ superuser: install
 bench: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m bench
 
+# Regenerates frontend-contract/openapi.json from the app, then src/schema.d.ts from it (npm ci when needed).
 contract: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m app.contract ../frontend-contract/openapi.json
+	@command -v npm >/dev/null 2>&1 || { echo "make contract: npm is missing (install Node 20): src/schema.d.ts NOT regenerated" >&2; exit 1; }
+	cd frontend-contract && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm run --silent generate
 
 fuzz: install
 	cd $(BACKEND) && FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $$(command -v uv || echo $(UV)) run --no-sync pytest -n $(PYTEST_WORKERS) -m fuzz tests/fuzz

@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 
 
 class ErrorRead(BaseModel):
-    detail: str
-    code: str
+    """Every error answer except 422 (which keeps FastAPI's validation shape)."""
+
+    detail: str = Field(description="Human-readable explanation; may change, do not match on it.")
+    code: str = Field(
+        description="Machine-readable reason, stable: branch on this. Each response lists the codes it can carry."
+    )
 
 
 class Page(BaseModel, Generic[T]):
