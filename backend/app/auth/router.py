@@ -3,18 +3,31 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
-from app.audit import service as audit
-from app.auth import mail
+from app.auth import cookies, mail
 from app.auth import service as auth_service
-from app.auth.dependencies import CurrentPrincipal, CurrentUser, SettingsDep, client_ip
-from app.auth.exceptions import InvalidCredentialsError, InvalidRefreshTokenError, NotOwnSessionError
+from app.auth.dependencies import (
+    CurrentPrincipal,
+    CurrentUser,
+    Principal,
+    SettingsDep,
+    client_ip,
+    current_principal,
+    oauth2_scheme,
+)
+from app.auth.exceptions import (
+    InvalidCredentialsError,
+    InvalidRefreshTokenError,
+    NotAuthenticatedError,
+    NotOwnSessionError,
+)
 from app.auth.models import EmailTokenPurpose, RevokeReason
 from app.auth.schemas import (
     LoginRequest,
+    LogoutRequest,
     PasswordChangeRequest,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -26,7 +39,7 @@ from app.auth.schemas import (
 )
 from app.core.db import SessionDep
 from app.core.responses import responses
-from app.users import service as user_service
+from app.core.settings import Settings
 from app.users.schemas import UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -38,7 +51,10 @@ def _client(request: Request, device_name: str | None = None) -> auth_service.Cl
     )
 
 
-def _pair(tokens: auth_service.IssuedTokens) -> TokenPair:
+def _pair(tokens: auth_service.IssuedTokens, response: Response, settings: Settings) -> TokenPair:
+    """The token answer; in cookie mode the refresh token also goes into its HttpOnly cookie (+ CSRF cookie)."""
+    response.headers["Cache-Control"] = "no-store"
+    cookies.set_session_cookies(response, settings, refresh_token=tokens.refresh_token, session_id=tokens.session_id)
     return TokenPair(
         access_token=tokens.access_token,
         refresh_token=tokens.refresh_token,
@@ -70,18 +86,22 @@ async def register(
 
 
 @router.post("/login", operation_id="auth-login", responses=responses(401, 422, 429))
-async def login(body: LoginRequest, request: Request, session: SessionDep, settings: SettingsDep) -> TokenPair:
-    """Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated)."""
+async def login(
+    body: LoginRequest, request: Request, response: Response, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    """Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated).
+    With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``."""
     tokens = await auth_service.login(
         session, settings, email=body.email, password=body.password, client=_client(request, body.device_name)
     )
-    return _pair(tokens)
+    return _pair(tokens, response, settings)
 
 
 @router.post("/token", operation_id="auth-token", responses=responses(401, 422, 429))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
 ) -> TokenPair:
@@ -93,31 +113,69 @@ async def token(
     tokens = await auth_service.login(
         session, settings, email=body.email, password=body.password, client=_client(request)
     )
-    return _pair(tokens)
+    return _pair(tokens, response, settings)
 
 
-@router.post("/refresh", operation_id="auth-refresh", responses=responses(401, 422, 429))
-async def refresh(body: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep) -> TokenPair:
+@router.post("/refresh", operation_id="auth-refresh", responses=responses(401, 403, 422, 429))
+async def refresh(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> TokenPair:
     """Spend a refresh token for a new pair. A token used twice (outside a short grace window) ends the
-    whole session: 401 ``refresh_token_reused``."""
-    if not body.refresh_token:
+    whole session: 401 ``refresh_token_reused``. In cookie mode, without a token in the body, the refresh
+    cookie is used, with an ``X-CSRF-Token`` header equal to the ``csrf_token`` cookie (403 ``csrf_failed``)."""
+    token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
+    if not token:
         raise InvalidRefreshTokenError("A refresh token is required.")
-    tokens = await auth_service.refresh(session, settings, token=body.refresh_token, client=_client(request))
-    return _pair(tokens)
+    tokens = await auth_service.refresh(session, settings, token=token, client=_client(request))
+    return _pair(tokens, response, settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, operation_id="auth-logout", responses=responses(401))
-async def logout(principal: CurrentPrincipal, request: Request, session: SessionDep) -> None:
-    """End the current session: its access and refresh tokens stop working at once."""
-    if principal.session_id is None:
-        raise NotOwnSessionError()
-    await auth_service.revoke_session(
-        session,
-        user_id=principal.user.id,
-        session_id=principal.session_id,
-        reason=RevokeReason.LOGOUT,
-        ip_address=client_ip(request),
-    )
+async def optional_principal(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal | None:
+    """The caller when an access token is sent (an invalid one is still a 401), else None."""
+    return await current_principal(request, session, token) if token else None
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="auth-logout",
+    responses=responses(400, 401, 403),
+)
+async def logout(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: Annotated[LogoutRequest | None, Body()] = None,
+) -> None:
+    """End the current session: its access and refresh tokens stop working at once.
+
+    The session is the access token's; without an access token, the one a refresh token names (in the body,
+    or in cookie mode the refresh cookie with the CSRF header); it is ended, not rotated. In cookie mode both
+    cookies are cleared."""
+    if principal is not None:
+        if principal.session_id is None:
+            raise NotOwnSessionError()
+        await auth_service.revoke_session(
+            session,
+            user_id=principal.user.id,
+            session_id=principal.session_id,
+            reason=RevokeReason.LOGOUT,
+            ip_address=client_ip(request),
+        )
+    else:
+        token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
+        if not token:
+            raise NotAuthenticatedError()
+        await auth_service.logout_with_refresh_token(session, settings, token=token, ip_address=client_ip(request))
+    cookies.clear_session_cookies(response, settings)
 
 
 @router.post(
@@ -192,11 +250,11 @@ async def request_email_verification(
     session: SessionDep,
     settings: SettingsDep,
 ) -> None:
-    """Mail a verification link (nothing is sent when the email is already verified)."""
-    if user.is_verified:
-        return
-    token = await auth_service.create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
-    mail.send_verification(request, background, to=user.email, token=token)
+    """Mail a verification link (always 202; nothing is sent when the email is already verified, or is
+    managed by Supabase). The mail goes out after the response."""
+    token = await auth_service.request_email_verification(session, settings, user=user)
+    if token is not None:
+        mail.send_verification(request, background, to=user.email, token=token)
 
 
 @router.post(
@@ -205,17 +263,9 @@ async def request_email_verification(
     responses=responses(400, 422, 429),
 )
 async def confirm_email_verification(body: VerifyEmailConfirm, request: Request, session: SessionDep) -> UserRead:
-    """Spend a verification token: the account's email is verified."""
-    user = await auth_service.consume_email_token(session, token=body.token, purpose=EmailTokenPurpose.VERIFY_EMAIL)
-    user.is_verified = True
-    await audit.record(
-        session,
-        "auth.email_verified",
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=client_ip(request),
-    )
-    await session.flush()
+    """Spend a verification token (single-use): the account's email is verified. 400 ``invalid_token`` when it
+    is unknown, expired, used, or was mailed to an address the account no longer has."""
+    user = await auth_service.verify_email(session, token=body.token, ip_address=client_ip(request))
     return UserRead.model_validate(user)
 
 
@@ -232,15 +282,14 @@ async def request_password_reset(
     session: SessionDep,
     settings: SettingsDep,
 ) -> None:
-    """Always 202: only an active own account gets a mail, and the answer does not tell which."""
-    user = await user_service.find_user_by_email(session, body.email)
-    if user is None or not user.is_active or not auth_service.is_own_account(user):
-        return
-    token = await auth_service.create_email_token(
-        session, settings, user=user, purpose=EmailTokenPurpose.PASSWORD_RESET
+    """Always 202: only an active own account gets a mail (after the response), and the answer does not tell
+    which. A new request spends the reset links mailed before."""
+    found = await auth_service.request_password_reset(
+        session, settings, email=body.email, ip_address=client_ip(request)
     )
-    await audit.record(session, "auth.password_reset_requested", subject_user_id=user.id, ip_address=client_ip(request))
-    mail.send_password_reset(request, background, to=user.email, token=token)
+    if found is not None:
+        user, token = found
+        mail.send_password_reset(request, background, to=user.email, token=token)
 
 
 @router.post(

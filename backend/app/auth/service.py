@@ -137,12 +137,10 @@ async def login(
 # --- refresh ------------------------------------------------------------------------------------------
 
 
-async def refresh(session: AsyncSession, settings: Settings, *, token: str, client: ClientInfo) -> IssuedTokens:
-    """Rotate a refresh token. Reuse of an older one ends the session (committed before the 401).
-
-    Rotation is one conditional UPDATE (``WHERE generation = :seen``), so two concurrent refreshes with the
-    same token cannot both rotate: the loser re-reads and gets the winner's token back (grace window).
-    """
+async def _session_of_refresh_token(
+    session: AsyncSession, settings: Settings, token: str
+) -> tuple[AuthSession, security.RefreshTokenParts]:
+    """The session a refresh token names, once its HMAC matches (any generation up to the current one)."""
     parts = security.parse_refresh_token(token)
     if parts is None:
         raise InvalidRefreshTokenError()
@@ -153,6 +151,16 @@ async def refresh(session: AsyncSession, settings: Settings, *, token: str, clie
         settings, token, session_id=auth_session.id, generation=parts.generation, salt=auth_session.token_salt
     ):
         raise InvalidRefreshTokenError()
+    return auth_session, parts
+
+
+async def refresh(session: AsyncSession, settings: Settings, *, token: str, client: ClientInfo) -> IssuedTokens:
+    """Rotate a refresh token. Reuse of an older one ends the session (committed before the 401).
+
+    Rotation is one conditional UPDATE (``WHERE generation = :seen``), so two concurrent refreshes with the
+    same token cannot both rotate: the loser re-reads and gets the winner's token back (grace window).
+    """
+    auth_session, parts = await _session_of_refresh_token(session, settings, token)
     if auth_session.revoked_at is not None:
         raise SessionRevokedError()
     now = utcnow()
@@ -262,6 +270,29 @@ async def revoke_session(
     )
 
 
+async def logout_with_refresh_token(
+    session: AsyncSession, settings: Settings, *, token: str, ip_address: str | None
+) -> None:
+    """End the session a refresh token names (logout without an access token, e.g. by the refresh cookie).
+
+    The token's HMAC must match its session and generation; it is not rotated. A token of an earlier generation
+    also ends the session (presenting it to /auth/refresh would end it too). Idempotent for a session that
+    has already ended.
+    """
+    auth_session, _ = await _session_of_refresh_token(session, settings, token)
+    if auth_session.revoked_at is not None:
+        return
+    await _revoke(session, auth_session, RevokeReason.LOGOUT, now=utcnow())
+    await audit.record(
+        session,
+        "auth.logout",
+        actor_id=auth_session.user_id,
+        subject_user_id=auth_session.user_id,
+        ip_address=ip_address,
+        details={"session_id": str(auth_session.id), "reason": RevokeReason.LOGOUT, "via": "refresh_token"},
+    )
+
+
 async def logout_all(session: AsyncSession, *, user_id: uuid.UUID, ip_address: str | None) -> list[uuid.UUID]:
     ended = await revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.LOGOUT_ALL)
     await audit.record(
@@ -321,19 +352,27 @@ async def cleanup_sessions(session: AsyncSession, *, older_than: timedelta = tim
 # --- email tokens (verification, password reset) -----------------------------------------------------
 
 
+async def _spend_email_tokens(session: AsyncSession, *, user_id: uuid.UUID, purpose: EmailTokenPurpose) -> None:
+    await session.execute(
+        update(EmailToken)
+        .where(EmailToken.user_id == user_id, EmailToken.purpose == purpose, EmailToken.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def create_email_token(
     session: AsyncSession, settings: Settings, *, user: User, purpose: EmailTokenPurpose
 ) -> str:
-    """A single-use token (256 bits, stored hashed). A new reset token spends the older ones."""
+    """A single-use token for ``user.email`` (256 bits; only its SHA-256 is stored).
+
+    A new reset token spends the older ones. Verification tokens may coexist (each names the address it was
+    mailed to, so one for an older address never verifies a changed one).
+    """
     now = utcnow()
     if purpose == EmailTokenPurpose.PASSWORD_RESET:
         lifetime = timedelta(hours=settings.PASSWORD_RESET_EXPIRE_HOURS)
-        await session.execute(
-            update(EmailToken)
-            .where(EmailToken.user_id == user.id, EmailToken.purpose == purpose, EmailToken.used_at.is_(None))
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
     else:
         lifetime = timedelta(hours=settings.EMAIL_VERIFY_EXPIRE_HOURS)
     token = security.new_secret_token()
@@ -352,7 +391,10 @@ async def create_email_token(
 
 
 async def consume_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> User:
-    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win)."""
+    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win).
+
+    Unknown, expired, used, or for an address the account no longer has: InvalidEmailTokenError.
+    """
     now = utcnow()
     result = await session.execute(
         update(EmailToken)
@@ -380,12 +422,51 @@ def is_own_account(user: User) -> bool:
     return user.auth_provider == AuthProvider.LOCAL and user.hashed_password is not None
 
 
+async def request_email_verification(session: AsyncSession, settings: Settings, *, user: User) -> str | None:
+    """A verification token to mail, or None when there is nothing to verify here (already verified, or an
+    account whose email Supabase manages)."""
+    if user.is_verified or not is_own_account(user):
+        return None
+    return await create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
+
+
+async def verify_email(session: AsyncSession, *, token: str, ip_address: str | None) -> User:
+    user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.VERIFY_EMAIL)
+    user.is_verified = True
+    await audit.record(
+        session,
+        "auth.email_verified",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"email": user.email},
+    )
+    await session.flush()
+    return user
+
+
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, *, email: str, ip_address: str | None
+) -> tuple[User, str] | None:
+    """(user, token) to mail when ``email`` is an active own account; None otherwise (the caller answers the
+    same either way and must not reveal which)."""
+    user = await user_service.find_user_by_email(session, email)
+    if user is None or not user.is_active or not is_own_account(user):
+        return None
+    token = await create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.PASSWORD_RESET)
+    await audit.record(session, "auth.password_reset_requested", subject_user_id=user.id, ip_address=ip_address)
+    return user, token
+
+
 async def reset_password(session: AsyncSession, *, token: str, new_password: str, ip_address: str | None) -> User:
+    """Set a new password with a reset token: the email counts as verified (the mail reached it), every
+    session ends (their access and refresh tokens die at once), and any other reset token is spent."""
     user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.PASSWORD_RESET)
     if new_password.strip().lower() == user.email:
         raise WeakPasswordError()
     user.hashed_password = await security.hash_password(new_password)
     user.is_verified = True
+    await _spend_email_tokens(session, user_id=user.id, purpose=EmailTokenPurpose.PASSWORD_RESET)
     ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.PASSWORD_RESET)
     await audit.record(
         session,
@@ -395,4 +476,5 @@ async def reset_password(session: AsyncSession, *, token: str, new_password: str
         ip_address=ip_address,
         details={"sessions_ended": len(ended)},
     )
+    await session.flush()
     return user

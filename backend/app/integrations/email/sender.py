@@ -1,15 +1,31 @@
+"""The one way mail leaves the API: ``EmailSender.send``, scheduled as a background task after the response.
+
+- ``EMAIL_BACKEND=console`` (the default): the message is logged and kept in ``outbox`` (a developer, or a test,
+  reads the link there). Nothing leaves the process.
+- ``EMAIL_BACKEND=smtp``: aiosmtplib (asyncio all the way, nothing blocks the event loop), bounded by
+  ``SMTP_TIMEOUT`` per network step and by a total budget for the whole conversation.
+
+``send`` never raises (except cancellation): a refusing, slow or unreachable server is logged as a warning and
+the request that triggered the mail has already been answered.
+"""
+
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
 from app.core.settings import EmailBackend, Settings, SmtpTls
 
 logger = logging.getLogger("app.email")
+
+# The whole SMTP conversation (connect, TLS, auth, MAIL/RCPT/DATA, QUIT) gets at most this many timeouts.
+TOTAL_BUDGET_FACTOR = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +36,10 @@ class EmailMessageData:
     html: str
 
 
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip(" >") or "localhost"
+
+
 class EmailSender:
     """Sends mail without blocking the event loop; a failure is logged, never raised to a request."""
 
@@ -27,26 +47,45 @@ class EmailSender:
         self.settings = settings
         # The console backend keeps the last messages, so that a developer (or a test) can read them.
         self.outbox: deque[EmailMessageData] = deque(maxlen=100)
+        self.sent = 0
+        self.failed = 0
 
-    def _build(self, message: EmailMessageData) -> EmailMessage:
+    @property
+    def backend(self) -> EmailBackend:
+        return self.settings.EMAIL_BACKEND
+
+    def build(self, message: EmailMessageData) -> EmailMessage:
+        """A multipart/alternative message: the plain text first, the HTML as the preferred alternative."""
         mail = EmailMessage()
         mail["From"] = self.settings.EMAIL_FROM
-        mail["To"] = message.to
+        mail["To"] = message.to  # raises ValueError on a header injection attempt (CR/LF)
         mail["Subject"] = message.subject
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = make_msgid(domain=_domain(self.settings.EMAIL_FROM))
+        mail["Auto-Submitted"] = "auto-generated"
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
         return mail
 
     async def send(self, message: EmailMessageData) -> bool:
+        """True when the message was handed over (logged, or accepted by the SMTP server)."""
         try:
-            if self.settings.EMAIL_BACKEND == EmailBackend.SMTP:
-                await self._send_smtp(self._build(message))
+            if self.backend == EmailBackend.SMTP:
+                mail = self.build(message)
+                budget = self.settings.SMTP_TIMEOUT * TOTAL_BUDGET_FACTOR
+                async with asyncio.timeout(budget):
+                    await self._send_smtp(mail)
+                logger.info("email sent to=%s subject=%s", message.to, message.subject)
             else:
                 self.outbox.append(message)
                 logger.info("email (console backend) to=%s subject=%s\n%s", message.to, message.subject, message.text)
         except Exception as exc:  # a mail server's trouble must never become a request's 500
-            logger.warning("email to %s not sent: %s: %s", message.to, type(exc).__name__, exc)
+            self.failed += 1
+            logger.warning(
+                "email to=%s subject=%s not sent: %s: %s", message.to, message.subject, type(exc).__name__, exc
+            )
             return False
+        self.sent += 1
         return True
 
     async def _send_smtp(self, mail: EmailMessage) -> None:
@@ -58,10 +97,13 @@ class EmailSender:
             username=s.SMTP_USERNAME or None,
             password=s.SMTP_PASSWORD or None,
             use_tls=s.SMTP_TLS == SmtpTls.SSL,
+            # ``none`` means none: no opportunistic STARTTLS either (aiosmtplib's default would try it).
             start_tls=s.SMTP_TLS == SmtpTls.STARTTLS,
             timeout=s.SMTP_TIMEOUT,
         )
 
 
 def create_sender(settings: Settings) -> EmailSender:
+    if settings.is_production and settings.EMAIL_BACKEND == EmailBackend.CONSOLE:
+        logger.warning("EMAIL_BACKEND=console in production: mails (with their links) are only logged")
     return EmailSender(settings)
