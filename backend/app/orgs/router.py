@@ -1,6 +1,232 @@
-from fastapi import APIRouter, Depends
+"""Organizations, members, invitations. Access is the ``OrgMember``/``OrgAdmin``/``OrgOwner`` alias of each
+handler; the rules that depend on a target's role are the service's (asking ``policy``)."""
 
-from app.auth.dependencies import current_user
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
+
+from app.audit.schemas import AuditEventRead
+from app.auth.dependencies import CurrentUser, SettingsDep, client_ip, current_user
+from app.core.db import SessionDep
+from app.core.responses import responses
+from app.core.schemas import Page, PageDep
+from app.orgs import mail
+from app.orgs import service as org_service
+from app.orgs.dependencies import OrgAdmin, OrgMember, OrgOwner
+from app.orgs.schemas import (
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationRead,
+    MemberCreate,
+    MemberRead,
+    MemberRoleUpdate,
+    MembershipRead,
+    OrgCreate,
+    OrgRead,
+    OrgUpdate,
+    TransferOwnership,
+)
 
 router = APIRouter(prefix="/organizations", tags=["organizations"], dependencies=[Depends(current_user)])
 invitations_router = APIRouter(prefix="/invitations", tags=["organizations"], dependencies=[Depends(current_user)])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="orgs-create",
+    responses=responses(401, 409, 422),
+)
+async def create_org(body: OrgCreate, user: CurrentUser, request: Request, session: SessionDep) -> OrgRead:
+    """Create an organization; the caller becomes its owner. Without a slug one is made from the name."""
+    org = await org_service.create_org(
+        session, user=user, name=body.name, slug=body.slug, ip_address=client_ip(request)
+    )
+    return OrgRead.model_validate(org)
+
+
+@router.get("", operation_id="orgs-list", responses=responses(401))
+async def list_orgs(user: CurrentUser, page: PageDep, session: SessionDep) -> Page[OrgRead]:
+    """The organizations the caller belongs to, with the caller's role in each."""
+    orgs, total = await org_service.list_my_orgs(session, user_id=user.id, limit=page.limit, offset=page.offset)
+    return Page(items=[OrgRead.model_validate(o) for o in orgs], total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{org_id}", operation_id="orgs-get", responses=responses(401, 404))
+async def read_org(actor: OrgMember, session: SessionDep) -> OrgRead:
+    """One organization (members only; anyone else gets 404)."""
+    return OrgRead.model_validate(await org_service.read_org(session, actor=actor))
+
+
+@router.patch("/{org_id}", operation_id="orgs-update", responses=responses(401, 403, 404, 409, 422))
+async def update_org(body: OrgUpdate, actor: OrgAdmin, request: Request, session: SessionDep) -> OrgRead:
+    """Rename, or change the slug (409 ``slug_taken``). Admins and owners."""
+    org = await org_service.update_org(
+        session, actor=actor, name=body.name, slug=body.slug, ip_address=client_ip(request)
+    )
+    return OrgRead.model_validate(org)
+
+
+@router.delete(
+    "/{org_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="orgs-delete",
+    responses=responses(401, 403, 404),
+)
+async def delete_org(actor: OrgOwner, request: Request, session: SessionDep) -> None:
+    """Delete the organization with its memberships and invitations. Owners only."""
+    await org_service.delete_own_org(session, actor=actor, ip_address=client_ip(request))
+
+
+@router.get("/{org_id}/members", operation_id="orgs-members-list", responses=responses(401, 404))
+async def list_members(actor: OrgMember, page: PageDep, session: SessionDep) -> Page[MemberRead]:
+    """Members, in the order they joined."""
+    members, total = await org_service.list_members(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
+    return Page(
+        items=[MemberRead.model_validate(m) for m in members], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.post(
+    "/{org_id}/members",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="orgs-members-add",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def add_member(body: MemberCreate, actor: OrgAdmin, request: Request, session: SessionDep) -> MemberRead:
+    """Add an existing user by email (404 ``user_not_found``; 409 ``already_member``). Nobody grants a role
+    above their own; only owners grant ``owner``."""
+    member = await org_service.add_member(
+        session, actor=actor, email=body.email, role=body.role, ip_address=client_ip(request)
+    )
+    return MemberRead.model_validate(member)
+
+
+@router.patch(
+    "/{org_id}/members/{user_id}",
+    operation_id="orgs-members-update",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def change_member_role(
+    user_id: UUID, body: MemberRoleUpdate, actor: OrgAdmin, request: Request, session: SessionDep
+) -> MemberRead:
+    """Change a member's role. Admins manage members and admins; only owners touch the owner role;
+    the last owner cannot be demoted (409 ``last_owner``)."""
+    member = await org_service.change_member_role(
+        session, actor=actor, user_id=user_id, role=body.role, ip_address=client_ip(request)
+    )
+    return MemberRead.model_validate(member)
+
+
+@router.delete(
+    "/{org_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="orgs-members-remove",
+    responses=responses(401, 403, 404, 409),
+)
+async def remove_member(user_id: UUID, actor: OrgMember, request: Request, session: SessionDep) -> None:
+    """Remove a member (admin+; owners only by owners), or leave (your own user id). The last owner can
+    do neither (409 ``last_owner``)."""
+    await org_service.remove_member(session, actor=actor, user_id=user_id, ip_address=client_ip(request))
+
+
+@router.post(
+    "/{org_id}/transfer-ownership",
+    operation_id="orgs-transfer-ownership",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def transfer_ownership(
+    body: TransferOwnership, actor: OrgOwner, request: Request, session: SessionDep
+) -> MemberRead:
+    """The named member becomes owner and the caller becomes admin. Answers the new owner's membership."""
+    member = await org_service.transfer_ownership(
+        session, actor=actor, user_id=body.user_id, ip_address=client_ip(request)
+    )
+    return MemberRead.model_validate(member)
+
+
+@router.post(
+    "/{org_id}/invitations",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="orgs-invitations-create",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def create_invitation(
+    body: InvitationCreate,
+    actor: OrgAdmin,
+    user: CurrentUser,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> InvitationCreated:
+    """Invite an email address. The token is in this answer (once) and in the mail sent to the address.
+    Re-inviting an email with a pending invitation revokes that one; a member's email is 409."""
+    invitation, token, org = await org_service.create_invitation(
+        session, settings, actor=actor, email=body.email, role=body.role, ip_address=client_ip(request)
+    )
+    mail.send_invitation(
+        request,
+        background,
+        to=invitation.email,
+        token=token,
+        inviter=user.full_name or user.email,
+        org_name=org.name,
+        role=invitation.role,
+    )
+    return InvitationCreated.model_validate({**InvitationRead.model_validate(invitation).model_dump(), "token": token})
+
+
+@router.get("/{org_id}/invitations", operation_id="orgs-invitations-list", responses=responses(401, 403, 404))
+async def list_invitations(actor: OrgAdmin, page: PageDep, session: SessionDep) -> Page[InvitationRead]:
+    """Pending invitations (not accepted, revoked or expired), newest first; never their tokens."""
+    invitations, total = await org_service.list_invitations(
+        session, org_id=actor.org_id, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[InvitationRead.model_validate(i) for i in invitations],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.delete(
+    "/{org_id}/invitations/{invitation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="orgs-invitations-revoke",
+    responses=responses(401, 403, 404),
+)
+async def revoke_invitation(invitation_id: UUID, actor: OrgAdmin, request: Request, session: SessionDep) -> None:
+    """Revoke a pending invitation: its token stops working."""
+    await org_service.revoke_invitation(
+        session, actor=actor, invitation_id=invitation_id, ip_address=client_ip(request)
+    )
+
+
+@router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list", responses=responses(401, 403, 404))
+async def list_audit_events(actor: OrgAdmin, page: PageDep, session: SessionDep) -> Page[AuditEventRead]:
+    """This organization's audit events, newest first. Admins and owners."""
+    events, total = await org_service.list_org_audit_events(
+        session, org_id=actor.org_id, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[AuditEventRead.model_validate(e) for e in events], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@invitations_router.post(
+    "/accept",
+    operation_id="invitations-accept",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def accept_invitation(
+    body: InvitationAccept, user: CurrentUser, request: Request, session: SessionDep
+) -> MembershipRead:
+    """Join an organization with an invitation token (404 unknown, expired, revoked or used; 403 when the
+    caller's email is not the invited one; 409 already a member). Accepting verifies the caller's email."""
+    member = await org_service.accept_invitation(session, user=user, token=body.token, ip_address=client_ip(request))
+    return MembershipRead.model_validate(member)

@@ -1,0 +1,35 @@
+"""The invitation mail, sent after the response through the one email module."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import BackgroundTasks, Request
+
+from app.core.settings import Settings
+from app.integrations.email import EmailSender, render
+
+
+def send_invitation(
+    request: Request,
+    background: BackgroundTasks,
+    *,
+    to: str,
+    token: str,
+    inviter: str,
+    org_name: str,
+    role: str,
+) -> None:
+    settings: Settings = request.app.state.settings
+    sender: EmailSender = request.app.state.email_sender
+    message = render(
+        "invitation",
+        to=to,
+        subject=f"You are invited to join {org_name}",
+        inviter=inviter,
+        org_name=org_name,
+        role=role,
+        link=f"{settings.FRONTEND_URL}/accept-invitation?token={quote(token)}",
+        days=str(settings.INVITATION_EXPIRE_DAYS),
+    )
+    background.add_task(sender.send, message)

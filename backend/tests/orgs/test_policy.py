@@ -1,0 +1,134 @@
+"""The membership rules as a table: every actor role x action x target role, the expected verdict.
+
+The expectations are written out by hand (not derived from the code under test), one row per case.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from app.orgs import policy
+from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
+from app.orgs.models import OrgRole
+from app.orgs.policy import Action, Verdict
+
+M, A, O = OrgRole.MEMBER, OrgRole.ADMIN, OrgRole.OWNER  # noqa: E741
+ACTORS: tuple[OrgRole | None, ...] = (None, M, A, O)
+ok, no, hidden = Verdict.ALLOW, Verdict.FORBIDDEN, Verdict.NOT_FOUND
+
+# action, target role, granted role -> verdict for: non-member, member, admin, owner
+TABLE: list[tuple[Action, OrgRole | None, OrgRole | None, tuple[Verdict, Verdict, Verdict, Verdict]]] = [
+    (Action.VIEW_ORG, None, None, (hidden, ok, ok, ok)),
+    (Action.LIST_MEMBERS, None, None, (hidden, ok, ok, ok)),
+    (Action.LEAVE, None, None, (hidden, ok, ok, ok)),
+    (Action.UPDATE_ORG, None, None, (hidden, no, ok, ok)),
+    (Action.LIST_INVITATIONS, None, None, (hidden, no, ok, ok)),
+    (Action.VIEW_AUDIT, None, None, (hidden, no, ok, ok)),
+    (Action.DELETE_ORG, None, None, (hidden, no, no, ok)),
+    (Action.TRANSFER_OWNERSHIP, None, None, (hidden, no, no, ok)),
+    # granting a role: adding an existing user, inviting, revoking such an invitation
+    (Action.ADD_MEMBER, None, M, (hidden, no, ok, ok)),
+    (Action.ADD_MEMBER, None, A, (hidden, no, ok, ok)),
+    (Action.ADD_MEMBER, None, O, (hidden, no, no, ok)),
+    (Action.INVITE, None, M, (hidden, no, ok, ok)),
+    (Action.INVITE, None, A, (hidden, no, ok, ok)),
+    (Action.INVITE, None, O, (hidden, no, no, ok)),
+    (Action.REVOKE_INVITATION, None, M, (hidden, no, ok, ok)),
+    (Action.REVOKE_INVITATION, None, A, (hidden, no, ok, ok)),
+    (Action.REVOKE_INVITATION, None, O, (hidden, no, no, ok)),
+    # changing a role: target -> new role
+    (Action.CHANGE_ROLE, M, M, (hidden, no, ok, ok)),
+    (Action.CHANGE_ROLE, M, A, (hidden, no, ok, ok)),
+    (Action.CHANGE_ROLE, M, O, (hidden, no, no, ok)),
+    (Action.CHANGE_ROLE, A, M, (hidden, no, ok, ok)),
+    (Action.CHANGE_ROLE, A, A, (hidden, no, ok, ok)),
+    (Action.CHANGE_ROLE, A, O, (hidden, no, no, ok)),
+    (Action.CHANGE_ROLE, O, M, (hidden, no, no, ok)),
+    (Action.CHANGE_ROLE, O, A, (hidden, no, no, ok)),
+    (Action.CHANGE_ROLE, O, O, (hidden, no, no, ok)),
+    # removing someone else
+    (Action.REMOVE_MEMBER, M, None, (hidden, no, ok, ok)),
+    (Action.REMOVE_MEMBER, A, None, (hidden, no, ok, ok)),
+    (Action.REMOVE_MEMBER, O, None, (hidden, no, no, ok)),
+]
+
+CASES = [
+    pytest.param(actor, action, target, role, expected[i], id=f"{actor or 'none'}-{action}-{target}-{role}")
+    for action, target, role, expected in TABLE
+    for i, actor in enumerate(ACTORS)
+]
+
+
+class TestDecide:
+    @pytest.mark.parametrize(("actor", "action", "target", "role", "expected"), CASES)
+    def test_table(
+        self, actor: OrgRole | None, action: Action, target: OrgRole | None, role: OrgRole | None, expected: Verdict
+    ) -> None:
+        assert policy.decide(actor, action, target=target, role=role) is expected
+
+    def test_every_action_is_in_the_table(self) -> None:
+        assert {row[0] for row in TABLE} == set(Action)
+
+    def test_missing_granted_role_is_a_programming_error(self) -> None:
+        with pytest.raises(ValueError, match="role being granted"):
+            policy.decide(A, Action.INVITE)
+
+    def test_missing_target_is_a_programming_error(self) -> None:
+        with pytest.raises(ValueError, match="target"):
+            policy.decide(O, Action.REMOVE_MEMBER)
+
+
+class TestSuperuser:
+    """Superusers get no special powers under /organizations: only their membership counts."""
+
+    @pytest.mark.parametrize("membership", [None, "member", "admin", "owner"])
+    def test_superuser_is_their_membership(self, membership: str | None) -> None:
+        assert policy.actor_role(membership, is_superuser=True) == policy.actor_role(membership, is_superuser=False)
+
+    @pytest.mark.parametrize("action", list(Action))
+    def test_non_member_superuser_sees_nothing(self, action: Action) -> None:
+        role = policy.actor_role(None, is_superuser=True)
+        assert policy.decide(role, action, target=O, role=M) is Verdict.NOT_FOUND
+
+
+class TestRequire:
+    def test_not_found(self) -> None:
+        with pytest.raises(OrgNotFoundError):
+            policy.require(Verdict.NOT_FOUND)
+
+    def test_forbidden(self) -> None:
+        with pytest.raises(InsufficientRoleError):
+            policy.require(Verdict.FORBIDDEN)
+
+    def test_allow(self) -> None:
+        policy.require(Verdict.ALLOW)
+
+
+class TestLastOwner:
+    @pytest.mark.parametrize(
+        ("target", "new_role", "other_owners", "expected"),
+        [
+            (O, None, 0, True),  # the last owner leaves or is removed
+            (O, A, 0, True),  # the last owner is demoted
+            (O, M, 0, True),
+            (O, O, 0, False),  # no change
+            (O, None, 1, False),  # another owner remains
+            (O, A, 1, False),
+            (O, M, 2, False),
+            (A, None, 0, False),  # not an owner: never the last one
+            (A, M, 0, False),
+            (M, None, 0, False),
+            (M, A, 0, False),
+        ],
+    )
+    def test_table(self, target: OrgRole, new_role: OrgRole | None, other_owners: int, expected: bool) -> None:
+        assert policy.removes_last_owner(target, new_role, other_owners=other_owners) is expected
+
+
+class TestRanks:
+    @pytest.mark.parametrize(
+        ("role", "minimum", "expected"),
+        [(M, M, True), (M, A, False), (A, M, True), (A, O, False), (O, A, True), (O, O, True)],
+    )
+    def test_at_least(self, role: OrgRole, minimum: OrgRole, expected: bool) -> None:
+        assert policy.at_least(role, minimum) is expected
