@@ -12,9 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.admin.bootstrap import bootstrap_first_superuser
 from app.api import api_router
 from app.core.db import create_engine, create_sessionmaker
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.core.settings import Settings, get_settings
 from app.health.router import router as health_router
 from app.integrations.email import create_sender
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
             yield
         finally:
+            await app.state.rate_limiter.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -43,11 +46,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
         lifespan=lifespan,
         max_body_size=settings.MAX_BODY_SIZE,
+        docs_url=None,  # self-hosted docs, see app/core/docs.py
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URI, key_prefix=settings.RATE_LIMIT_KEY_PREFIX)
     app.state.email_sender = create_sender(settings)
 
     install_error_handlers(app)
+    # Innermost first: rate limits inside CORS (a 429 stays readable by the browser) and inside the request
+    # context (client IP set, security headers on the 429 too).
+    app.add_middleware(RateLimitMiddleware, settings=settings, limiter=app.state.rate_limiter)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.BACKEND_CORS_ORIGINS,
@@ -58,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware, settings=settings)
 
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(api_router, prefix=settings.API_V1_PREFIX)
     return app

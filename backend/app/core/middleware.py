@@ -23,15 +23,43 @@ logger = logging.getLogger("app.middleware")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+# API answers (JSON) load nothing and may not be framed.
 CSP_STRICT = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# What the self-hosted Swagger UI and ReDoc pages need: their own scripts and styles, inline init code,
-# data: images, and a blob: worker for ReDoc. Nothing from another origin.
+# Strict mode for the docs pages (app/core/docs.py): scripts from this origin only, no inline script (the
+# Swagger init code is the file /docs/init.js); inline styles, which Swagger UI and ReDoc set at run time;
+# data: images; a blob: worker for ReDoc. Nothing from another origin.
+CSP_DOCS_STRICT = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+# Relaxed (the development default), on every answer: also inline scripts, for docs pages built the stock way.
 CSP_RELAXED = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
 )
-DOCS_PATHS = ("/docs", "/redoc", "/static-offline-docs")
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def is_docs_path(path: str) -> bool:
+    return path in ("/docs", "/redoc") or path.startswith("/docs/")
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as proxies write it: bare, "[v6]:port" or "v4:port"; IPv4-mapped IPv6 as IPv4."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 class TrustedProxies:
@@ -43,25 +71,27 @@ class TrustedProxies:
     def trusts(self, address: str | None) -> bool:
         if not address or not self.networks:
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        ip = _parse_ip(address)
+        return ip is not None and any(ip in network for network in self.networks)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
-        """The right-most address not belonging to a trusted proxy; the peer itself when untrusted."""
+        """The right-most address not belonging to a trusted proxy; the peer itself when untrusted.
+
+        Each trusted proxy appends the address it received from, so everything left of the right-most
+        untrusted hop may have been written by the client and is ignored.
+        """
         if not forwarded_for or not self.trusts(peer):
             return peer
-        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        hops = [hop for hop in (part.strip() for part in forwarded_for.split(",")) if hop]
+        last = peer
         for hop in reversed(hops):
-            try:
-                ipaddress.ip_address(hop)
-            except ValueError:
-                return peer  # a malformed chain is not believed
-            if not self.trusts(hop):
-                return hop
-        return hops[0] if hops else peer
+            ip = _parse_ip(hop)
+            if ip is None:
+                return last  # a malformed hop: believe nothing left of it
+            if not any(ip in network for network in self.networks):
+                return str(ip)
+            last = str(ip)
+        return last  # every hop is a proxy of ours: the left-most one is the closest we know
 
 
 def security_headers(settings: Settings, path: str) -> list[tuple[bytes, bytes]]:
@@ -74,11 +104,12 @@ def security_headers(settings: Settings, path: str) -> list[tuple[bytes, bytes]]
     ]
     mode = settings.csp_mode
     if mode == CspMode.STRICT:
-        headers.append((b"content-security-policy", CSP_STRICT.encode()))
+        csp = CSP_DOCS_STRICT if is_docs_path(path) else CSP_STRICT
+        headers.append((b"content-security-policy", csp.encode()))
     elif mode == CspMode.RELAXED:
         headers.append((b"content-security-policy", CSP_RELAXED.encode()))
     if settings.is_production:
-        headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+        headers.append((b"strict-transport-security", HSTS.encode()))
     return headers
 
 
@@ -87,21 +118,15 @@ class RequestContextMiddleware:
         self.app = app
         self.settings = settings
         self.proxies = TrustedProxies(settings.TRUSTED_PROXIES)
-        self._headers_by_kind = {
-            False: security_headers(settings, "/"),
-        }
+        self._api_headers = security_headers(settings, "/")
+        self._docs_headers = security_headers(settings, "/docs")
 
-    def _headers_for(self, path: str) -> list[tuple[bytes, bytes]]:
-        docs = path.startswith(DOCS_PATHS)
-        cached = self._headers_by_kind.get(docs)
-        if cached is None:
-            cached = security_headers(self.settings, path)
-            if docs and self.settings.csp_mode == CspMode.STRICT:
-                # Strict mode still lets the self-hosted docs render; see app/core/docs.py.
-                cached = [h for h in cached if h[0] != b"content-security-policy"]
-                cached.append((b"content-security-policy", CSP_DOCS_STRICT.encode()))
-            self._headers_by_kind[docs] = cached
-        return cached
+    def _headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        path: str = scope.get("path", "/")
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        return self._docs_headers if is_docs_path(path) else self._api_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,19 +134,20 @@ class RequestContextMiddleware:
             return
 
         incoming = None
-        forwarded_for = None
+        forwarded: list[str] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
             elif name == b"x-forwarded-for":
-                forwarded_for = value.decode("latin-1")
+                forwarded.append(value.decode("latin-1"))  # several header lines form one list
+        forwarded_for = ",".join(forwarded) or None
         request_id = incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         peer = scope["client"][0] if scope.get("client") else None
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["client_ip"] = self.proxies.client_ip(peer, forwarded_for)
         token = request_id_var.set(request_id)
-        extra = self._headers_for(scope.get("path", "/"))
+        extra = self._headers_for(scope)
         started = False
 
         async def send_wrapper(message: Message) -> None:
@@ -146,11 +172,3 @@ class RequestContextMiddleware:
             await response(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
-
-
-# Strict mode for the docs pages: our own scripts only; the init code lives in a static file.
-CSP_DOCS_STRICT = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'self'; form-action 'self'"
-)

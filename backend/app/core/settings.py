@@ -104,6 +104,7 @@ class Settings(BaseSettings):
 
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_STORAGE_URI: str = "memory://"
+    RATE_LIMIT_KEY_PREFIX: str = "ratelimit"  # Redis key prefix, so several apps can share one database
     RATE_LIMIT_LOGIN: str = "10/minute"
     RATE_LIMIT_LOGIN_EMAIL: str = "10/minute"
     RATE_LIMIT_REGISTER: str = "5/minute"

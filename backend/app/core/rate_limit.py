@@ -1,0 +1,383 @@
+"""Rate limits: the one table of limits, and the pure ASGI middleware that applies it.
+
+Algorithm: limits' fixed window (a counter per key that expires one period after its first hit), on limits'
+*async* storages, so no storage call ever blocks the event loop: ``async+memory://`` for one process (the
+default), ``async+redis://`` shared by every worker and instance. One storage round trip per limit per
+request (``INCRBY`` + ``EXPIRE`` in one Lua script); a blocked request costs one more (the key's TTL, for
+``Retry-After``). When the storage fails, requests are served unlimited (fail open) and a warning is logged.
+
+Keys: the client IP (``scope["state"]["client_ip"]``, set by RequestContextMiddleware behind trusted proxies
+only; IPv6 grouped by /64), the user (the ``sub`` of a bearer token whose signature was checked here: this
+API's tokens, or Supabase HS256 tokens; anything else counts as anonymous, i.e. per IP), and, for login and
+password-reset requests, the email of the body (hashed; the body is read once and replayed to the app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+import jwt
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.formparsers import FormParser, MultiPartParser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core import security
+from app.core.errors import error_response
+from app.core.settings import Settings
+
+logger = logging.getLogger("app.rate_limit")
+
+
+class KeyKind(StrEnum):
+    IP = "ip"
+    USER = "user"  # the verified user; per IP when anonymous
+    EMAIL = "email"  # the email in the request body (JSON field, or form field for /auth/token)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    bucket: str  # the counter's name: routes naming the same bucket share it
+    setting: str  # the Settings field holding "N/period"
+    key: KeyKind
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    limits: tuple[Limit, ...]
+    email_field: str | None = None  # body field read for KeyKind.EMAIL
+
+
+_LOGIN = (Limit("login", "RATE_LIMIT_LOGIN", KeyKind.IP), Limit("login-email", "RATE_LIMIT_LOGIN_EMAIL", KeyKind.EMAIL))
+_RESET_REQUEST = (
+    Limit("reset", "RATE_LIMIT_EMAIL", KeyKind.IP),
+    Limit("reset-email", "RATE_LIMIT_EMAIL", KeyKind.EMAIL),
+)
+
+# THE table: path under API_V1_PREFIX -> its limits (any method). A path ending in "/" covers every path
+# below it that has no row of its own. Every other path under the prefix gets DEFAULT_RULE; paths outside
+# it (/health, /health/live, /docs, /redoc and their assets) are never limited.
+RULES: dict[str, Rule] = {
+    "/auth/login": Rule(_LOGIN, email_field="email"),
+    "/auth/token": Rule(_LOGIN, email_field="username"),  # the OAuth2 form: same buckets as /auth/login
+    "/auth/register": Rule((Limit("register", "RATE_LIMIT_REGISTER", KeyKind.IP),)),
+    "/auth/refresh": Rule((Limit("refresh", "RATE_LIMIT_REFRESH", KeyKind.IP),)),
+    "/auth/password": Rule(
+        (
+            Limit("password", "RATE_LIMIT_PASSWORD", KeyKind.IP),
+            Limit("password-user", "RATE_LIMIT_PASSWORD", KeyKind.USER),
+        )
+    ),
+    "/auth/password-reset/request": Rule(_RESET_REQUEST, email_field="email"),
+    "/auth/password-reset/": Rule((Limit("reset-confirm", "RATE_LIMIT_PASSWORD", KeyKind.IP),)),
+    "/auth/verify-email/request": Rule(
+        (Limit("verify", "RATE_LIMIT_EMAIL", KeyKind.IP), Limit("verify-user", "RATE_LIMIT_EMAIL", KeyKind.USER))
+    ),
+    "/auth/verify-email/": Rule((Limit("verify-confirm", "RATE_LIMIT_EMAIL", KeyKind.IP),)),
+}
+DEFAULT_RULE = Rule((Limit("default", "RATE_LIMIT_DEFAULT", KeyKind.USER),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    limits: tuple[tuple[Limit, RateLimitItem], ...]
+    email_field: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int  # of the most constrained limit
+    remaining: int
+    retry_after: int  # seconds; 0 when allowed
+
+
+def storage_uri(uri: str) -> str:
+    """The async variant of a storage URI: memory:// -> async+memory://, redis://… -> async+redis://…"""
+    return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+class RateLimiter:
+    """Fixed-window counters on a limits async storage, failing open when the storage is unreachable.
+
+    The storage (and its connection pool) is created on first use inside the running event loop, and again
+    if a later call runs on another loop: an async Redis pool cannot cross loops.
+    """
+
+    def __init__(self, uri: str, *, key_prefix: str = "ratelimit", timeout: float = 0.5, cooldown: float = 5.0) -> None:
+        self.uri = storage_uri(uri)
+        self.is_memory = self.uri.startswith("async+memory")
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self.cooldown = cooldown
+        self._storage: Storage | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._down_until = 0.0
+
+    def _make_storage(self) -> Storage:
+        if self.is_memory:
+            return cast(Storage, storage_from_string(self.uri))
+        options: dict[str, Any] = {
+            "implementation": "redispy",
+            "key_prefix": self.key_prefix,
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+        }
+        return cast(Storage, storage_from_string(self.uri, **options))
+
+    def storage(self) -> Storage:
+        loop = asyncio.get_running_loop()
+        if self._storage is None or (loop is not self._loop and not self.is_memory):
+            self._storage = self._make_storage()
+            self._loop = loop
+        return self._storage
+
+    async def hit(self, items: list[tuple[RateLimitItem, str]]) -> Decision | None:
+        """Count one request against every (limit, key); None when the storage is down (fail open)."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            storage = self.storage()
+            tightest: tuple[RateLimitItem, int] | None = None
+            retry_after = 0
+            for item, key in items:
+                count = await storage.incr(key, item.get_expiry())
+                remaining = item.amount - count
+                if tightest is None or remaining < tightest[1]:
+                    tightest = (item, remaining)
+                if remaining < 0:
+                    expiry = await storage.get_expiry(key)
+                    retry_after = max(retry_after, math.ceil(expiry - time.time()), 1)
+        except Exception as exc:  # any storage failure: serve rather than answer 500
+            self._down_until = time.monotonic() + self.cooldown
+            logger.warning(
+                "rate-limit storage unavailable (%s: %s); serving without limits for %.0f s",
+                type(exc).__name__,
+                exc,
+                self.cooldown,
+            )
+            return None
+        if tightest is None:
+            return None
+        item, remaining = tightest
+        return Decision(retry_after == 0, item.amount, max(remaining, 0), retry_after)
+
+    async def reset(self) -> None:
+        """Forget every counter (tests, operators)."""
+        await self.storage().reset()
+
+    async def aclose(self) -> None:
+        storage, self._storage = self._storage, None
+        bridge = getattr(storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            with contextlib.suppress(Exception):  # closing a broken pool is best effort
+                await client.aclose()
+
+
+def ip_key(ip: str | None) -> str:
+    """IPv6 clients are grouped by /64: one host usually owns a whole /64."""
+    if not ip:
+        return "unknown"
+    if ":" in ip:
+        try:
+            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address) + "/64"
+        except ValueError:
+            return ip
+    return ip
+
+
+def email_key(email: str) -> str:
+    # Hashed: raw addresses never land in the counter store.
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+def user_from_headers(settings: Settings, headers: Headers) -> str | None:
+    """The ``sub`` of a bearer token whose signature checks out here, without any database access."""
+    authorization = headers.get("authorization")
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        if claims.get("iss") == settings.JWT_ISSUER:
+            return str(security.decode_access_token(settings, token).user_id)
+        if settings.SUPABASE_JWT_SECRET and jwt.get_unverified_header(token).get("alg") == "HS256":
+            verified = jwt.decode(
+                token,
+                settings.SUPABASE_JWT_SECRET,
+                algorithms=["HS256"],
+                audience="authenticated",
+                options={"require": ["exp", "sub"]},
+            )
+            return str(verified["sub"])
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
+        return None
+    # Asymmetric (JWKS) tokens are verified by the auth dependency only; until then they count per IP.
+    return None
+
+
+async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
+
+async def email_from_body(headers: Headers, body: bytes, field: str) -> str | None:
+    """The field as the app will read it: JSON (last duplicate wins, like json.loads), or the form parser the
+    framework itself uses."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    value: Any = None
+    try:
+        if content_type == "application/x-www-form-urlencoded":
+            value = (await FormParser(headers, _single(body)).parse()).get(field)
+        elif content_type == "multipart/form-data":
+            form = await MultiPartParser(headers, _single(body)).parse()
+            value = form.get(field)
+            await form.close()
+        else:
+            data = json.loads(body)
+            value = data.get(field) if isinstance(data, dict) else None
+    except Exception:  # a body the app will refuse (422) anyway
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return email_key(value)
+
+
+async def buffer_body(receive: Receive, max_size: int) -> tuple[bytes | None, Receive]:
+    """Read the whole body (None if over max_size or cut short) and a receive that replays it to the app."""
+    messages: deque[Message] = deque()
+    chunks: list[bytes] = []
+    size = 0
+    complete = False
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_size:
+            break
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            complete = True
+            break
+
+    async def replay() -> Message:
+        if messages:
+            return messages.popleft()
+        return await receive()
+
+    return (b"".join(chunks) if complete else None), replay
+
+
+class RateLimitMiddleware:
+    """Pure ASGI: looks the path up in RULES, counts the request, answers 429 or adds the X-RateLimit headers.
+
+    Sits inside CORS (so a 429 still carries the CORS headers a browser needs to read it) and inside
+    RequestContextMiddleware (which sets the client IP and adds the security headers to the 429 too).
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter) -> None:
+        self.app = app
+        self.settings = settings
+        self.limiter = limiter
+        self.enabled = settings.RATE_LIMIT_ENABLED
+        self.prefix = settings.API_V1_PREFIX
+        self.max_body = settings.MAX_BODY_SIZE
+        # Parsing here makes a malformed limit string fail at start, not on the first request.
+        self.rules = {f"{self.prefix}{path}": self._compile(rule) for path, rule in RULES.items()}
+        self.prefix_rules = [(path, rule) for path, rule in self.rules.items() if path.endswith("/")]
+        self.default = self._compile(DEFAULT_RULE)
+
+    def _compile(self, rule: Rule) -> _Compiled:
+        items = tuple((limit, parse(getattr(self.settings, limit.setting))) for limit in rule.limits)
+        return _Compiled(items, rule.email_field)
+
+    def rule_for(self, path: str) -> _Compiled | None:
+        rule = self.rules.get(path)
+        if rule is not None and not path.endswith("/"):
+            return rule
+        if not path.startswith(self.prefix + "/"):
+            return None
+        for prefix, prefix_rule in self.prefix_rules:
+            if path.startswith(prefix):
+                return prefix_rule
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.enabled:
+            await self.app(scope, receive, send)
+            return
+        rule = self.rule_for(scope["path"])
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+
+        headers = Headers(scope=scope)
+        ip = ip_key(scope.get("state", {}).get("client_ip"))
+        user: str | None = None
+        email: str | None = None
+        if rule.email_field is not None:
+            body, receive = await buffer_body(receive, self.max_body)
+            if body is not None:
+                email = await email_from_body(headers, body, rule.email_field)
+        items: list[tuple[RateLimitItem, str]] = []
+        for limit, item in rule.limits:
+            if limit.key is KeyKind.EMAIL:
+                if email is None:
+                    continue  # no usable email: the app refuses the body (422) without any work
+                identity = f"email:{email}"
+            elif limit.key is KeyKind.USER:
+                if user is None:
+                    user = user_from_headers(self.settings, headers) or ""
+                identity = f"user:{user}" if user else f"ip:{ip}"
+            else:
+                identity = f"ip:{ip}"
+            items.append((item, item.key_for(limit.bucket, identity)))
+
+        decision = await self.limiter.hit(items)
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
+        limit_value = str(decision.limit).encode()
+        if not decision.allowed:
+            response = error_response(
+                429,
+                f"Too many requests; retry in {decision.retry_after} seconds.",
+                "rate_limited",
+                {
+                    "Retry-After": str(decision.retry_after),
+                    "X-RateLimit-Limit": str(decision.limit),
+                    "X-RateLimit-Remaining": "0",
+                },
+            )
+            await response(scope, receive, send)
+            return
+        remaining = str(decision.remaining).encode()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = MutableHeaders(scope=message).raw
+                raw.append((b"x-ratelimit-limit", limit_value))
+                raw.append((b"x-ratelimit-remaining", remaining))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
