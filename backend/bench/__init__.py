@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` (default), ``python -m bench scale``, ``python -m bench memory``."""

@@ -1,0 +1,253 @@
+"""The default benchmark: hot paths as ratios of the ceiling measured side by side, rounds interleaved.
+
+Figures (one line each): the ceiling (bench/ceiling_app.py), GET /users/me with an own token, a Supabase HS256
+and a Supabase ES256 token (JWKS from a local HTTP server, cached), GET /profile, GET /organizations/{id}/members
+(50 members), POST /credits/spend, POST /auth/refresh (each connection follows its own rotation chain), and
+POST /auth/login against what the password hash allows, with /health/live's p99 during the flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+
+from app.core import security
+from bench import common
+from bench.common import Req, Result, figure, say, verdict
+from bench.seed import PASSWORD, TOKEN_MINUTES, Supabase, insert_org, insert_sessions, insert_users, settings_for
+
+N_USERS = 64
+N_MEMBERS = 50
+N_SUPABASE = 16
+
+
+@dataclass
+class World:
+    dsn: str
+    users: list[str]  # emails
+    user_ids: list[uuid.UUID]
+    me_tokens: list[str]
+    org_id: uuid.UUID
+    owner_token: str
+    hashed: str
+
+
+def measure_hash(hashed: str, rounds: int = 5) -> float:
+    """Median seconds of one password verification (what a login costs), on one core."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        security.pwd_context.verify(PASSWORD, hashed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def seed(dsn: str) -> World:
+    settings = settings_for(dsn)
+    hashed = security.pwd_context.hash(PASSWORD)
+    connection = await asyncpg.connect(dsn)
+    try:
+        users = await insert_users(connection, N_USERS, hashed=hashed)
+        org_id = await insert_org(connection, users[:N_MEMBERS])
+        tokens = await insert_sessions(connection, settings, users)
+    finally:
+        await connection.close()
+    return World(
+        dsn=dsn,
+        users=[u.email for u in users],
+        user_ids=[u.id for u in users],
+        me_tokens=[t.access_token for t in tokens],
+        org_id=org_id,
+        owner_token=tokens[0].access_token,
+        hashed=hashed,
+    )
+
+
+async def fresh_refresh_tokens(world: World, count: int) -> list[str]:
+    settings = settings_for(world.dsn)
+    connection = await asyncpg.connect(world.dsn)
+    try:
+        from bench.seed import SeededUser
+
+        users = [
+            SeededUser(world.user_ids[i % len(world.user_ids)], world.users[i % len(world.users)]) for i in range(count)
+        ]
+        return [t.refresh_token for t in await insert_sessions(connection, settings, users)]
+    finally:
+        await connection.close()
+
+
+def bearer(tokens: list[str], method: str, path: str, body: str | None = None) -> list[Req]:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    return [Req(method, path, {**headers, "Authorization": f"Bearer {t}"}, body) for t in tokens]
+
+
+def check(base_url: str, requests: list[Req]) -> None:
+    """Every prepared request answers 2xx before it is measured (a bench of 401s would be meaningless)."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for r in requests:
+            response = client.request(r.method, r.path, headers=r.headers, content=r.body)
+            if response.status_code >= 300:
+                raise RuntimeError(f"{r.method} {r.path} -> {response.status_code} {response.text[:300]}")
+
+
+def refresh_load(srv: common.Server, world: World) -> Result:
+    for seconds, measured in ((common.WARMUP, False), (common.DURATION, True)):
+        tokens = asyncio.run(fresh_refresh_tokens(world, common.CONNECTIONS))
+        spec = {"port": srv.port, "mode": "refresh", "path": "/api/v1/auth/refresh", "duration": seconds}
+        cpu_before = srv.cpu_seconds()
+        data = common.run_driver({**spec, "connections": len(tokens), "refresh_tokens": tokens})
+        if measured:
+            result = common._result(data)
+            result.cpu_us = (srv.cpu_seconds() - cpu_before) / max(1, result.requests) * 1e6
+            return result
+    raise AssertionError
+
+
+def login_load(srv: common.Server, world: World) -> Result:
+    requests = [
+        Req(
+            "POST",
+            "/api/v1/auth/login",
+            {"Content-Type": "application/json"},
+            json.dumps({"email": e, "password": PASSWORD}),
+        )
+        for e in world.users
+    ]
+    spec = {
+        "port": srv.port,
+        "connections": common.CONNECTIONS,
+        "duration": max(common.DURATION, 8.0),
+        "requests": [r.__dict__ for r in requests],
+        "probe": {"path": "/health/live", "interval": 0.02},
+    }
+    cpu_before = srv.cpu_seconds()
+    result = common._result(common.run_driver(spec))
+    result.cpu_us = (srv.cpu_seconds() - cpu_before) / max(1, result.requests) * 1e6
+    return result
+
+
+def revocation_check(base_url: str, token: str) -> bool:
+    with httpx.Client(base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
+        before = client.get("/api/v1/users/me").status_code
+        logout = client.post("/api/v1/auth/logout").status_code
+        after = client.get("/api/v1/users/me").status_code
+    return before == 200 and logout == 204 and after == 401
+
+
+def main() -> int:
+    say(f"# bench default: {time.strftime('%Y-%m-%d %H:%M')}  {common.machine()}  load {common.load_average()}")
+    pinning = "on" if common.PINNING else "off"
+    say(
+        f"# server pinned to CPU {common.SERVER_CPU}, load to CPU {common.LOAD_CPU} (pinning {pinning}); "
+        f"{common.CONNECTIONS} connections, {common.ROUNDS} rounds x {common.DURATION:.0f} s, medians"
+    )
+    supabase = Supabase()
+    supabase.start()
+    failed = False
+    try:
+        with common.fresh_database("hot") as dsn:
+            world = asyncio.run(seed(dsn))
+            hash_seconds = measure_hash(world.hashed)
+            env = {**supabase.env(), "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES)}
+            with common.ceiling_server(dsn) as ceiling, common.app_server(dsn, **env) as app:
+                sb_hs = [supabase.token(uuid.uuid4(), algorithm="HS256") for _ in range(N_SUPABASE)]
+                sb_es = [supabase.token(uuid.uuid4(), algorithm="ES256") for _ in range(N_SUPABASE)]
+                loads: dict[str, tuple[common.Server, list[Req]]] = {
+                    "ceiling": (ceiling, [Req("GET", f"/users/{uid}") for uid in world.user_ids]),
+                    "me_own": (app, bearer(world.me_tokens, "GET", "/api/v1/users/me")),
+                    "me_hs256": (app, bearer(sb_hs, "GET", "/api/v1/users/me")),
+                    "me_es256": (app, bearer(sb_es, "GET", "/api/v1/users/me")),
+                    "profile": (app, bearer(world.me_tokens, "GET", "/api/v1/profile")),
+                    "members": (
+                        app,
+                        bearer(
+                            world.me_tokens[:N_MEMBERS], "GET", f"/api/v1/organizations/{world.org_id}/members?limit=50"
+                        ),
+                    ),
+                    "spend": (
+                        app,
+                        bearer(
+                            world.me_tokens,
+                            "POST",
+                            "/api/v1/credits/spend",
+                            json.dumps({"amount": 1, "reason": "bench"}),
+                        ),
+                    ),
+                }
+                for name, (srv, requests) in loads.items():
+                    check(
+                        srv.base_url, requests[:3] if name == "spend" else requests
+                    )  # first sight provisions Supabase users
+                results: dict[str, list[Result]] = {name: [] for name in [*loads, "refresh"]}
+                for round_no in range(common.ROUNDS):
+                    for name, (port, requests) in loads.items():
+                        results[name].append(common.load(port, requests))
+                    results["refresh"].append(refresh_load(app, world))
+                    say(f"# round {round_no + 1}/{common.ROUNDS} done, load {common.load_average()}")
+                r = {name: common.median_result(values) for name, values in results.items()}
+                ceil = r["ceiling"]
+                say(figure("ceiling: raw asyncpg PK SELECT", ceil))
+                say(figure("GET /users/me (own token)", r["me_own"], ceiling=ceil, goal=0.50))
+                say(figure("GET /users/me (Supabase HS256)", r["me_hs256"], ceiling=ceil))
+                say(figure("GET /users/me (Supabase ES256, JWKS cached)", r["me_es256"], ceiling=ceil))
+                say(figure("GET /profile", r["profile"], ceiling=ceil))
+                say(figure("GET /organizations/{id}/members (50)", r["members"], ceiling=ceil))
+                say(figure("POST /credits/spend", r["spend"], ceiling=ceil, goal=0.25))
+                say(figure("POST /auth/refresh (own rotation chains)", r["refresh"], ceiling=ceil))
+                own = r["me_own"].rps
+                checks = [
+                    verdict("users/me own / ceiling", own / ceil.rps, ">= 0.50", own / ceil.rps >= 0.50),
+                    verdict(
+                        "users/me HS256 / own", r["me_hs256"].rps / own, ">= 0.80", r["me_hs256"].rps / own >= 0.80
+                    ),
+                    verdict(
+                        "users/me ES256 / own", r["me_es256"].rps / own, ">= 0.80", r["me_es256"].rps / own >= 0.80
+                    ),
+                    verdict(
+                        "users/me own p99 / p50",
+                        r["me_own"].p99_ms / r["me_own"].p50_ms,
+                        "< 4",
+                        r["me_own"].p99_ms < 4 * r["me_own"].p50_ms,
+                    ),
+                    verdict(
+                        "credits/spend / ceiling",
+                        r["spend"].rps / ceil.rps,
+                        ">= 0.25",
+                        r["spend"].rps / ceil.rps >= 0.25,
+                    ),
+                ]
+                login = login_load(app, world)
+                threads = 1 if common.PINNING else min(os.cpu_count() or 1, len(common.CPUS))
+                allowed = threads / hash_seconds
+                probe = login.extra["probe"]
+                say(figure("POST /auth/login (flood)", login))
+                say(
+                    f"{'password hash (argon2id verify)':<44} {hash_seconds * 1000:9.1f} ms  x {threads} thread(s) "
+                    f"= {allowed:.1f} logins/s allowed"
+                )
+                checks.append(
+                    verdict("login / hash allowance", login.rps / allowed, ">= 0.80", login.rps / allowed >= 0.80)
+                )
+                checks.append(
+                    verdict("/health/live p99 ms during login flood", probe["p99_ms"], "< 50", probe["p99_ms"] < 50)
+                )
+                revoked = revocation_check(app.base_url, world.me_tokens[-1])
+                checks.append(verdict("revoked token refused on next request", float(revoked), "= 1", revoked))
+                errors = sum(x.errors for x in r.values()) + login.errors
+                checks.append(verdict("errors (non-2xx) in measured runs", float(errors), "= 0", errors == 0))
+                for line in checks:
+                    say(line)
+                failed = any(line.endswith("MISS)") for line in checks)
+                say(f"# JWKS fetched {supabase.hits} time(s); load {common.load_average()}")
+    finally:
+        supabase.stop()
+    return 1 if failed else 0
