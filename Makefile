@@ -68,7 +68,7 @@ superuser: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m app create-superuser
 
 bench: install
-	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m bench
+	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m bench $(BENCH)
 
 # Regenerates frontend-contract/openapi.json from the app, then src/schema.d.ts from it (npm ci when needed).
 contract: install
