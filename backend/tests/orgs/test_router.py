@@ -520,7 +520,7 @@ def mailed_token(app: FastAPI, to: str) -> str:
     message = [m for m in app.state.email_sender.outbox if m.to == to][-1]
     link = next(word for word in message.text.split() if "/accept-invitation?" in word)
     assert link.startswith(f"{app.state.settings.FRONTEND_URL}/accept-invitation?token=")
-    return parse_qs(urlparse(link).query)["token"][0]
+    return str(parse_qs(urlparse(link).query)["token"][0])
 
 
 class TestCreateInvitation:
