@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.admin.bootstrap import bootstrap_first_superuser
 from app.api import api_router
+from app.auth.supabase import create_jwks_client
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
@@ -33,10 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
         try:
             await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
             yield
         finally:
+            if app.state.jwks is not None:
+                await app.state.jwks.aclose()
             await app.state.rate_limiter.aclose()
             await engine.dispose()
 

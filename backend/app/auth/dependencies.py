@@ -19,6 +19,7 @@ from app.auth.exceptions import (
     InactiveUserError,
     InvalidAccessTokenError,
     NotAuthenticatedError,
+    NotOwnSessionError,
     SessionRevokedError,
 )
 from app.auth.models import AuthSession
@@ -108,6 +109,13 @@ async def current_principal(
     return principal
 
 
+async def own_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """A caller with one of this API's sessions; Supabase tokens get 400 ``not_own_session``."""
+    if principal.session_id is None:
+        raise NotOwnSessionError()
+    return principal
+
+
 async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
     return principal.user
 
@@ -119,6 +127,7 @@ async def current_superuser(user: Annotated[User, Depends(current_user)]) -> Use
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+OwnPrincipal = Annotated[Principal, Depends(own_principal)]  # sessions of Supabase users are Supabase's
 CurrentUser = Annotated[User, Depends(current_user)]
 Superuser = Annotated[User, Depends(current_superuser)]
 

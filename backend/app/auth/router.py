@@ -12,6 +12,7 @@ from app.auth import service as auth_service
 from app.auth.dependencies import (
     CurrentPrincipal,
     CurrentUser,
+    OwnPrincipal,
     Principal,
     SettingsDep,
     client_ip,
@@ -189,8 +190,8 @@ async def logout_all(user: CurrentUser, request: Request, session: SessionDep) -
     await auth_service.logout_all(session, user_id=user.id, ip_address=client_ip(request))
 
 
-@router.get("/sessions", operation_id="auth-sessions-list", responses=responses(401))
-async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> list[SessionRead]:
+@router.get("/sessions", operation_id="auth-sessions-list", responses=responses(NotOwnSessionError, 401))
+async def list_sessions(principal: OwnPrincipal, session: SessionDep) -> list[SessionRead]:
     """The caller's live sessions; ``current`` marks the one this token belongs to."""
     rows = await auth_service.list_sessions(session, user_id=principal.user.id)
     return [
@@ -202,11 +203,9 @@ async def list_sessions(principal: CurrentPrincipal, session: SessionDep) -> lis
     "/sessions/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-sessions-delete",
-    responses=responses(401, 404),
+    responses=responses(NotOwnSessionError, 401, 404),
 )
-async def delete_session(
-    session_id: uuid.UUID, principal: CurrentPrincipal, request: Request, session: SessionDep
-) -> None:
+async def delete_session(session_id: uuid.UUID, principal: OwnPrincipal, request: Request, session: SessionDep) -> None:
     """End one of the caller's sessions (404 if it is not theirs)."""
     await auth_service.revoke_session(
         session,

@@ -1,17 +1,227 @@
-"""Supabase access tokens: verification and first-sight provisioning of the local user.
+"""Supabase access tokens: verification and first-sight provisioning of the local user (docs/SUPABASE.md).
 
-Until a deployment configures Supabase (SUPABASE_JWT_SECRET or SUPABASE_URL/SUPABASE_JWKS_URL), tokens
-that are not this API's own are refused with 401.
+``app.auth.dependencies`` sends here every bearer token that is not this API's own (``is_own_token``). Until
+a deployment configures Supabase (SUPABASE_JWT_SECRET, or SUPABASE_URL / SUPABASE_JWKS_URL) they are 401.
+
+The verifier is chosen from the token header alone, each with one pinned algorithm:
+- ``HS256``: the project's legacy JWT secret (SUPABASE_JWT_SECRET), ``algorithms=["HS256"]``;
+- ``ES256`` / ``RS256``: the key named by ``kid`` in the project's JWKS (app.auth.jwks), with the algorithm of
+  that key only; a token whose ``alg`` differs from its key's is refused (algorithm confusion);
+- anything else (``none``, HS384, PS256, ...) is refused.
+Then: ``exp`` (small leeway), ``iat``, ``aud`` = authenticated, ``iss`` = {SUPABASE_URL}/auth/v1 when
+SUPABASE_URL is set, ``sub`` a UUID, ``role`` = authenticated, ``is_anonymous`` per SUPABASE_ALLOW_ANONYMOUS.
+The hot path after decoding is one indexed query (``users.supabase_id``).
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.exceptions import InvalidAccessTokenError
+from app.audit import service as audit
+from app.auth import service as auth_service
+from app.auth.exceptions import (
+    AccessTokenExpiredError,
+    AccountExistsError,
+    AnonymousUserError,
+    InvalidAccessTokenError,
+)
+from app.auth.jwks import JwksClient
+from app.core.settings import Settings
+from app.users import service as user_service
 from app.users.models import User
+
+AUDIENCE = "authenticated"
+USER_ROLE = "authenticated"
+LEEWAY_SECONDS = 10
+ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud"]
+# Users without an email (phone sign-in, anonymous users) get an address that cannot exist (RFC 2606).
+PLACEHOLDER_EMAIL_DOMAIN = "supabase.invalid"
+MERGE_REVOKE_REASON = "supabase_merge"
+
+
+@dataclass(frozen=True, slots=True)
+class SupabaseIdentity:
+    user_id: uuid.UUID  # the token's sub
+    email: str | None  # normalized; None when the token carries none
+    email_verified: bool
+    full_name: str | None
+    is_anonymous: bool
+
+    @property
+    def local_email(self) -> str:
+        return self.email or f"{self.user_id}@{PLACEHOLDER_EMAIL_DOMAIN}"
+
+
+def create_jwks_client(settings: Settings) -> JwksClient | None:
+    if not settings.SUPABASE_JWKS_URL:
+        return None
+    return JwksClient(
+        settings.SUPABASE_JWKS_URL,
+        cache_seconds=settings.SUPABASE_JWKS_CACHE_SECONDS,
+        min_refetch_seconds=settings.SUPABASE_JWKS_MIN_REFETCH_SECONDS,
+    )
+
+
+def get_jwks_client(app: FastAPI) -> JwksClient | None:
+    """The app's JWKS client: made in the lifespan (which closes it), or here on first use without one."""
+    if not hasattr(app.state, "jwks"):
+        app.state.jwks = create_jwks_client(app.state.settings)
+    client: JwksClient | None = app.state.jwks
+    return client
+
+
+# --- verification ---------------------------------------------------------------------------------------
+
+
+async def _verification_key(settings: Settings, jwks: JwksClient | None, token: str) -> tuple[Any, str]:
+    """(key, its one algorithm) for this token, decided from its header alone."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidAccessTokenError() from exc
+    alg = header.get("alg")
+    if alg == "HS256":
+        if not settings.SUPABASE_JWT_SECRET:
+            raise InvalidAccessTokenError()
+        return settings.SUPABASE_JWT_SECRET, "HS256"
+    if alg in ASYMMETRIC_ALGORITHMS:
+        kid = header.get("kid")
+        if jwks is None or not isinstance(kid, str) or not kid:
+            raise InvalidAccessTokenError()
+        key = await jwks.get_key(kid)  # JwksUnavailableError (503) when the keys cannot be had
+        if key is None or key.algorithm_name != alg:
+            raise InvalidAccessTokenError()
+        return key, key.algorithm_name
+    raise InvalidAccessTokenError()
+
+
+async def verify_token(settings: Settings, jwks: JwksClient | None, token: str) -> dict[str, Any]:
+    """The verified claims of a Supabase access token, or a 401 (503 while the JWKS is unreachable)."""
+    if not settings.supabase_enabled:
+        raise InvalidAccessTokenError()
+    key, algorithm = await _verification_key(settings, jwks, token)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=AUDIENCE,
+            issuer=settings.supabase_issuer,  # None (no SUPABASE_URL): iss is not checked
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AccessTokenExpiredError() from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidAccessTokenError() from exc
+    return claims
+
+
+def _email_verified(claims: dict[str, Any]) -> bool:
+    metadata = claims.get("user_metadata")
+    if isinstance(metadata, dict) and metadata.get("email_verified") is True:
+        return True
+    return bool(claims.get("email_confirmed_at"))
+
+
+def _full_name(claims: dict[str, Any]) -> str | None:
+    metadata = claims.get("user_metadata")
+    if not isinstance(metadata, dict):
+        return None
+    for field in ("full_name", "name"):
+        value = metadata.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:255]
+    return None
+
+
+def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> SupabaseIdentity:
+    """Only user tokens pass: role ``authenticated``, a UUID ``sub``, anonymous users only when allowed."""
+    if claims.get("role") != USER_ROLE:
+        raise InvalidAccessTokenError("Only Supabase user access tokens are accepted.")
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise InvalidAccessTokenError() from exc
+    is_anonymous = claims.get("is_anonymous") is True
+    if is_anonymous and not settings.SUPABASE_ALLOW_ANONYMOUS:
+        raise AnonymousUserError()
+    raw_email = claims.get("email")
+    email = user_service.normalize_email(raw_email) if isinstance(raw_email, str) and raw_email.strip() else None
+    return SupabaseIdentity(
+        user_id=user_id,
+        email=email,
+        email_verified=email is not None and _email_verified(claims),
+        full_name=_full_name(claims),
+        is_anonymous=is_anonymous,
+    )
+
+
+# --- the local user ---------------------------------------------------------------------------------------
+
+
+async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> User:
+    """The token's email belongs to an account of its own: link it only on a verified email, else 409."""
+    existing = await user_service.find_user_by_email(session, identity.local_email)
+    if existing is None or existing.supabase_id is not None or not identity.email_verified:
+        raise AccountExistsError()
+    # An own account whose email was never verified may have been registered by someone else ahead of the
+    # mailbox's owner (account pre-hijacking): the Supabase side proved the mailbox, so that account
+    # becomes Supabase-only: its password is dropped and its sessions end.
+    unproven = not existing.is_verified
+    if await user_service.link_supabase_identity(
+        session, user_id=existing.id, supabase_id=identity.user_id, drop_password=unproven
+    ):
+        if unproven:
+            await auth_service.revoke_user_sessions(session, user_id=existing.id, reason=MERGE_REVOKE_REASON)
+        await audit.record(
+            session,
+            "user.supabase_linked",
+            actor_id=existing.id,
+            subject_user_id=existing.id,
+            ip_address=ip_address,
+            details={"supabase_id": str(identity.user_id), "password_dropped": unproven},
+        )
+    user = await user_service.find_user_by_supabase_id(session, identity.user_id)
+    if user is None:  # linked to another Supabase user meanwhile, or deleted
+        raise AccountExistsError()
+    return user
+
+
+async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_address: str | None) -> User:
+    """The local user of a verified identity; created on first sight (id = sub), linked on a verified merge."""
+    user = await user_service.find_user_by_supabase_id(session, identity.user_id)
+    if user is not None:
+        if identity.email_verified and not user.is_verified and user.email == identity.email:
+            user.is_verified = True  # confirmed in Supabase since the first sight: one write, once
+        return user
+    user = await user_service.provision_supabase_user(
+        session,
+        supabase_id=identity.user_id,
+        email=identity.local_email,
+        full_name=identity.full_name,
+        is_verified=identity.email_verified,
+    )
+    if user is None:
+        return await _merge(session, identity, ip_address)
+    return user
+
+
+def _client_ip(request: Request) -> str | None:
+    # app.auth.dependencies.client_ip, which cannot be imported here (it imports this module).
+    ip: str | None = getattr(request.state, "client_ip", None)
+    return ip if ip is not None or request.client is None else request.client.host
 
 
 async def authenticate(request: Request, session: AsyncSession, token: str) -> User:
-    raise InvalidAccessTokenError()
+    settings: Settings = request.app.state.settings
+    claims = await verify_token(settings, get_jwks_client(request.app), token)
+    identity = identity_from_claims(settings, claims)
+    return await resolve_user(session, identity, ip_address=_client_ip(request))

@@ -26,6 +26,9 @@ class User(Base):
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
     is_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     auth_provider: Mapped[str] = mapped_column(String(20), default=AuthProvider.LOCAL)
+    # The Supabase user (token `sub`) this account answers to: equal to `id` for users provisioned from a
+    # Supabase token, another UUID for a local account merged on a verified email (docs/SUPABASE.md).
+    supabase_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,6 +69,68 @@ async def create_user(
 
 def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+# --- Supabase identities (the verification and the merge rules live in app/auth/supabase.py) ---------
+
+
+async def find_user_by_supabase_id(session: AsyncSession, supabase_id: uuid.UUID) -> User | None:
+    """The hot path of every Supabase request: one lookup on the unique index of ``users.supabase_id``."""
+    statement = select(User).where(User.supabase_id == supabase_id).execution_options(populate_existing=True)
+    return await session.scalar(statement)
+
+
+async def provision_supabase_user(
+    session: AsyncSession, *, supabase_id: uuid.UUID, email: str, full_name: str | None, is_verified: bool
+) -> User | None:
+    """Create the local user of a Supabase ``sub`` (id = sub), safe when many first requests race.
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` (any unique key: id, supabase_id, email), then a re-read: the racers
+    that lost find the winner's row. None means the email belongs to another account (see the merge rules).
+    """
+    now = utcnow()
+    statement = (
+        _insert_for(session)(User)
+        .values(
+            id=supabase_id,
+            supabase_id=supabase_id,
+            email=normalize_email(email),
+            hashed_password=None,
+            full_name=full_name,
+            is_active=True,
+            is_superuser=False,
+            is_verified=is_verified,
+            auth_provider=AuthProvider.SUPABASE,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    await session.execute(statement)
+    return await find_user_by_supabase_id(session, supabase_id)
+
+
+async def link_supabase_identity(
+    session: AsyncSession, *, user_id: uuid.UUID, supabase_id: uuid.UUID, drop_password: bool
+) -> bool:
+    """Point an existing account without a Supabase identity at ``supabase_id`` (conditional, race-safe).
+
+    The email now counts as verified. ``drop_password`` also makes the account Supabase-only (for an account
+    whose own email was never verified: whoever registered it did not prove the mailbox).
+    Returns False when the account is gone or already answers to a Supabase user (possibly this one, linked
+    by a concurrent request: the caller re-reads by ``supabase_id``).
+    """
+    values: dict[str, object] = {"supabase_id": supabase_id, "is_verified": True, "updated_at": utcnow()}
+    if drop_password:
+        values.update(hashed_password=None, auth_provider=AuthProvider.SUPABASE)
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.supabase_id.is_(None))
+        .values(**values)
+        .returning(User.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.scalar_one_or_none() is not None
 
 
 async def get_or_create_profile(
