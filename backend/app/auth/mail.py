@@ -2,38 +2,71 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
-from fastapi import BackgroundTasks, Request
+from fastapi import BackgroundTasks, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth import service as auth_service
 from app.core.settings import Settings
-from app.integrations.email import EmailSender, render
+from app.integrations.email import EmailMessageData, EmailSender, render
+
+logger = logging.getLogger("app.auth.mail")
 
 
-def _sender(request: Request) -> EmailSender:
-    sender: EmailSender = request.app.state.email_sender
+def _sender(app: FastAPI) -> EmailSender:
+    sender: EmailSender = app.state.email_sender
     return sender
 
 
-def send_verification(request: Request, background: BackgroundTasks, *, to: str, token: str) -> None:
-    settings: Settings = request.app.state.settings
-    message = render(
+def _settings(app: FastAPI) -> Settings:
+    settings: Settings = app.state.settings
+    return settings
+
+
+def verification_message(settings: Settings, *, to: str, token: str) -> EmailMessageData:
+    return render(
         "verify_email",
         to=to,
         subject="Confirm your email address",
         link=f"{settings.FRONTEND_URL}/verify-email?token={quote(token)}",
         hours=str(settings.EMAIL_VERIFY_EXPIRE_HOURS),
     )
-    background.add_task(_sender(request).send, message)
 
 
-def send_password_reset(request: Request, background: BackgroundTasks, *, to: str, token: str) -> None:
-    settings: Settings = request.app.state.settings
-    message = render(
+def password_reset_message(settings: Settings, *, to: str, token: str) -> EmailMessageData:
+    return render(
         "password_reset",
         to=to,
         subject="Reset your password",
         link=f"{settings.FRONTEND_URL}/reset-password?token={quote(token)}",
         hours=str(settings.PASSWORD_RESET_EXPIRE_HOURS),
     )
-    background.add_task(_sender(request).send, message)
+
+
+def send_verification(request: Request, background: BackgroundTasks, *, to: str, token: str) -> None:
+    """Mail a verification link after the response (the token was created in the request's transaction)."""
+    message = verification_message(_settings(request.app), to=to, token=token)
+    background.add_task(_sender(request.app).send, message)
+
+
+def password_reset_later(request: Request, background: BackgroundTasks, *, email: str, ip_address: str | None) -> None:
+    """Everything of a reset request happens after the 202: the request itself does the same (nothing) for
+    every address, so neither its answer nor its timing tells whether the account exists."""
+    background.add_task(_password_reset_job, request.app, email=email, ip_address=ip_address)
+
+
+async def _password_reset_job(app: FastAPI, *, email: str, ip_address: str | None) -> None:
+    settings = _settings(app)
+    sessionmaker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    try:
+        async with sessionmaker() as session:
+            found = await auth_service.request_password_reset(session, settings, email=email, ip_address=ip_address)
+            await session.commit()
+    except Exception as exc:  # after the response: log, never raise into the server
+        logger.warning("password reset for a requested address not prepared: %s: %s", type(exc).__name__, exc)
+        return
+    if found is not None:
+        user, token = found
+        await _sender(app).send(password_reset_message(settings, to=user.email, token=token))

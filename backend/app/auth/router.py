@@ -274,21 +274,11 @@ async def confirm_email_verification(body: VerifyEmailConfirm, request: Request,
     operation_id="auth-password-reset-request",
     responses=responses(422, 429),
 )
-async def request_password_reset(
-    body: PasswordResetRequest,
-    request: Request,
-    background: BackgroundTasks,
-    session: SessionDep,
-    settings: SettingsDep,
-) -> None:
-    """Always 202: only an active own account gets a mail (after the response), and the answer does not tell
-    which. A new request spends the reset links mailed before."""
-    found = await auth_service.request_password_reset(
-        session, settings, email=body.email, ip_address=client_ip(request)
-    )
-    if found is not None:
-        user, token = found
-        mail.send_password_reset(request, background, to=user.email, token=token)
+async def request_password_reset(body: PasswordResetRequest, request: Request, background: BackgroundTasks) -> None:
+    """Always 202, at once: the lookup, the token and the mail (only for an active own account) happen after
+    the answer, so neither the answer nor its timing tells whether the address has an account. A new request
+    spends the reset links mailed before."""
+    mail.password_reset_later(request, background, email=body.email, ip_address=client_ip(request))
 
 
 @router.post(

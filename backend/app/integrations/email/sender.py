@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -49,6 +50,7 @@ class EmailSender:
         self.outbox: deque[EmailMessageData] = deque(maxlen=100)
         self.sent = 0
         self.failed = 0
+        self._fqdn: str | None = None
 
     @property
     def backend(self) -> EmailBackend:
@@ -88,11 +90,19 @@ class EmailSender:
         self.sent += 1
         return True
 
+    async def _local_hostname(self) -> str:
+        # What aiosmtplib would say in EHLO (socket.getfqdn, a DNS lookup), looked up once in a thread
+        # rather than once per message.
+        if self._fqdn is None:
+            self._fqdn = await asyncio.to_thread(socket.getfqdn)
+        return self._fqdn
+
     async def _send_smtp(self, mail: EmailMessage) -> None:
         s = self.settings
         await aiosmtplib.send(
             mail,
             hostname=s.SMTP_HOST,
+            local_hostname=await self._local_hostname(),
             port=s.SMTP_PORT,
             username=s.SMTP_USERNAME or None,
             password=s.SMTP_PASSWORD or None,
