@@ -1,5 +1,174 @@
-from fastapi import APIRouter, Depends
+"""Superuser endpoints. Every route needs a superuser (401 without a token, 403 for anyone else)."""
 
-from app.auth.dependencies import current_superuser
+from __future__ import annotations
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(current_superuser)])
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from app.admin import service as admin_service
+from app.admin.schemas import AdminOrgRead, AdminUserDetail, AdminUserOrg, AdminUserRead, AdminUserUpdate
+from app.audit import service as audit_service
+from app.audit.schemas import AuditEventRead
+from app.auth.dependencies import Superuser, client_ip, current_superuser
+from app.auth.schemas import SessionRead
+from app.core.db import SessionDep
+from app.core.responses import responses
+from app.core.schemas import Page, PageDep
+from app.credits.schemas import CreditAdjust, CreditSpendRead, CreditTransactionRead
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(current_superuser)],
+    responses=responses(401, 403),
+)
+
+SearchQuery = Annotated[str | None, Query(max_length=320, description="Substring of the email or name")]
+
+
+@router.get("/users", operation_id="admin-users-list")
+async def list_users(
+    session: SessionDep,
+    page: PageDep,
+    search: SearchQuery = None,
+    is_active: bool | None = None,
+    is_superuser: bool | None = None,
+) -> Page[AdminUserRead]:
+    """Every user, newest first; ``search`` matches the email or name (case-insensitive)."""
+    users, total = await admin_service.list_users(
+        session,
+        limit=page.limit,
+        offset=page.offset,
+        search=search,
+        is_active=is_active,
+        is_superuser=is_superuser,
+    )
+    items = [AdminUserRead.model_validate(user) for user in users]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/users/{user_id}", operation_id="admin-users-get", responses=responses(404))
+async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
+    """A user with their organizations (and role in each) and their credit balance."""
+    detail = await admin_service.get_user_detail(session, user_id)
+    return AdminUserDetail(
+        **AdminUserRead.model_validate(detail.user).model_dump(),
+        organizations=[AdminUserOrg.model_validate(org, from_attributes=True) for org in detail.organizations],
+        balance=detail.balance,
+        credits=detail.balance,
+    )
+
+
+@router.patch("/users/{user_id}", operation_id="admin-users-update", responses=responses(404, 409))
+async def update_user(
+    user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, request: Request, session: SessionDep
+) -> AdminUserRead:
+    """Activate/deactivate (deactivating ends every session at once), promote/demote, rename.
+
+    409 ``last_superuser`` when the change would leave no active superuser.
+    """
+    user = await admin_service.update_user(
+        session,
+        actor=admin,
+        user_id=user_id,
+        changes=body.model_dump(exclude_unset=True),
+        ip_address=client_ip(request),
+    )
+    return AdminUserRead.model_validate(user)
+
+
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="admin-users-delete",
+    responses=responses(404, 409),
+)
+async def delete_user(
+    user_id: uuid.UUID,
+    admin: Superuser,
+    request: Request,
+    session: SessionDep,
+    force: Annotated[bool, Query(description="Also delete the organizations this user owns alone")] = False,
+) -> Response:
+    """Delete a user; 409 ``sole_owner`` if they alone own organizations (unless ``force``)."""
+    await admin_service.delete_user(session, actor=admin, user_id=user_id, force=force, ip_address=client_ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/users/{user_id}/sessions", operation_id="admin-users-sessions-list", responses=responses(404))
+async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[SessionRead]:
+    """The user's live sessions."""
+    rows = await admin_service.list_user_sessions(session, user_id)
+    return [SessionRead.model_validate(row) for row in rows]
+
+
+@router.delete(
+    "/users/{user_id}/sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="admin-users-sessions-delete",
+    responses=responses(404),
+)
+async def revoke_user_sessions(user_id: uuid.UUID, admin: Superuser, request: Request, session: SessionDep) -> Response:
+    """End every session of the user; their access tokens stop working at once."""
+    await admin_service.revoke_user_sessions(session, actor=admin, user_id=user_id, ip_address=client_ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/users/{user_id}/credits", operation_id="admin-users-credits-adjust", responses=responses(402, 404, 409))
+async def adjust_credits(
+    user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, request: Request, session: SessionDep
+) -> CreditSpendRead:
+    """Add (or take, with a negative amount) credits; 402 ``insufficient_credits`` below zero."""
+    transaction = await admin_service.adjust_credits(
+        session,
+        actor=admin,
+        user_id=user_id,
+        amount=body.amount,
+        reason=body.reason,
+        ip_address=client_ip(request),
+    )
+    return CreditSpendRead(
+        balance=transaction.balance_after, transaction=CreditTransactionRead.model_validate(transaction)
+    )
+
+
+@router.get("/organizations", operation_id="admin-organizations-list")
+async def list_organizations(session: SessionDep, page: PageDep, search: SearchQuery = None) -> Page[AdminOrgRead]:
+    """Every organization, newest first, with its member count; ``search`` matches the name or slug."""
+    rows, total = await admin_service.list_orgs(session, limit=page.limit, offset=page.offset, search=search)
+    items = [
+        AdminOrgRead(id=org.id, name=org.name, slug=org.slug, created_at=org.created_at, member_count=count)
+        for org, count in rows
+    ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.delete(
+    "/organizations/{org_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="admin-organizations-delete",
+    responses=responses(404),
+)
+async def delete_organization(org_id: uuid.UUID, admin: Superuser, request: Request, session: SessionDep) -> Response:
+    """Delete any organization, with its memberships and invitations."""
+    await admin_service.delete_org(session, actor=admin, org_id=org_id, ip_address=client_ip(request))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/audit-events", operation_id="admin-audit-events-list")
+async def list_audit_events(
+    session: SessionDep,
+    page: PageDep,
+    actor_id: uuid.UUID | None = None,
+    user_id: Annotated[uuid.UUID | None, Query(description="The subject user")] = None,
+    org_id: uuid.UUID | None = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[AuditEventRead]:
+    """The audit log, newest first, filtered by actor, subject user, organization or action."""
+    events, total = await audit_service.list_events(
+        session, limit=page.limit, offset=page.offset, actor_id=actor_id, user_id=user_id, org_id=org_id, action=action
+    )
+    items = [AuditEventRead.model_validate(event) for event in events]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -1,0 +1,229 @@
+"""Superuser use cases: they call the other domains' services and write the ``admin.*`` audit events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admin.exceptions import LastSuperuserError, SoleOwnerError
+from app.audit import service as audit
+from app.auth import service as auth_service
+from app.auth.models import AuthSession, RevokeReason
+from app.credits import service as credit_service
+from app.credits.models import CreditTransaction
+from app.orgs import service as org_service
+from app.orgs.models import Membership, Organization
+from app.users import service as user_service
+from app.users.models import User
+
+LIKE_ESCAPE = "\\"
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with the LIKE wildcards of ``text`` taken literally."""
+    escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
+    return f"%{escaped}%"
+
+
+async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user as the database has it now (the identity map may hold an older copy), or UserNotFoundError."""
+    user = await session.get(User, user_id, populate_existing=True)
+    if user is None:
+        return await user_service.get_user(session, user_id)  # raises user_not_found
+    return user
+
+
+async def _lock_active_superusers(session: AsyncSession) -> set[uuid.UUID]:
+    """Ids of the active superusers, their rows locked (PostgreSQL) until the transaction ends.
+
+    Two superusers demoting, deactivating or deleting each other at once are serialized here: the second
+    one re-reads the rows after the first commits and sees who is left.
+    """
+    rows = await session.scalars(
+        select(User.id).where(User.is_superuser.is_(True), User.is_active.is_(True)).order_by(User.id).with_for_update()
+    )
+    return set(rows)
+
+
+async def _ensure_another_superuser(session: AsyncSession, *, losing: uuid.UUID) -> None:
+    active = await _lock_active_superusers(session)
+    if losing in active and not active - {losing}:
+        raise LastSuperuserError()
+
+
+# --- users --------------------------------------------------------------------------------------------
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    search: str | None = None,
+    is_active: bool | None = None,
+    is_superuser: bool | None = None,
+) -> tuple[list[User], int]:
+    query: Select[User] = select(User)
+    if search and search.strip():
+        pattern = like_pattern(search.strip())
+        query = query.where(
+            or_(User.email.ilike(pattern, escape=LIKE_ESCAPE), User.full_name.ilike(pattern, escape=LIKE_ESCAPE))
+        )
+    if is_active is not None:
+        query = query.where(User.is_active.is_(is_active))
+    if is_superuser is not None:
+        query = query.where(User.is_superuser.is_(is_superuser))
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(query.order_by(User.created_at.desc(), User.id).limit(limit).offset(offset))
+    return list(rows), int(total or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class UserDetail:
+    user: User
+    organizations: list[org_service.UserMembership]
+    balance: int
+
+
+async def get_user_detail(session: AsyncSession, user_id: uuid.UUID) -> UserDetail:
+    user = await user_service.get_user(session, user_id)
+    memberships = await org_service.list_user_memberships(session, user_id)
+    balance = await credit_service.get_balance(session, user_id)
+    return UserDetail(user=user, organizations=memberships, balance=balance)
+
+
+async def update_user(
+    session: AsyncSession,
+    *,
+    actor: User,
+    user_id: uuid.UUID,
+    changes: dict[str, Any],
+    ip_address: str | None,
+) -> User:
+    """Apply ``is_active`` / ``is_superuser`` / ``full_name``; deactivation ends every session at once."""
+    changes = {key: value for key, value in changes.items() if value is not None or key == "full_name"}
+    if changes.get("is_superuser") is False or changes.get("is_active") is False:
+        await _ensure_another_superuser(session, losing=user_id)
+    user = await _fresh_user(session, user_id)
+    applied = {key: value for key, value in changes.items() if getattr(user, key) != value}
+    was_active = user.is_active
+    for key, value in applied.items():
+        setattr(user, key, value)
+    details: dict[str, Any] = {"changes": applied}
+    if was_active and not user.is_active:
+        ended = await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.USER_DEACTIVATED)
+        details["sessions_ended"] = len(ended)
+    await session.flush()
+    if applied:
+        await audit.record(
+            session,
+            "admin.user_updated",
+            actor_id=actor.id,
+            subject_user_id=user.id,
+            ip_address=ip_address,
+            details=details,
+        )
+    return user
+
+
+async def delete_user(
+    session: AsyncSession, *, actor: User, user_id: uuid.UUID, force: bool, ip_address: str | None
+) -> None:
+    """Delete a user (their sessions, memberships, profile and ledger go with them).
+
+    Organizations they own alone are not orphaned: SoleOwnerError, unless ``force`` deletes them too.
+    """
+    user = await _fresh_user(session, user_id)
+    if user.is_superuser and user.is_active:
+        await _ensure_another_superuser(session, losing=user_id)
+    org_ids = await org_service.sole_owned_org_ids(session, user_id)
+    if org_ids and not force:
+        raise SoleOwnerError()
+    for org_id in org_ids:
+        await org_service.delete_org(session, org_id, actor.id, ip_address=ip_address)
+    ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.USER_DELETED)
+    await audit.record(
+        session,
+        "admin.user_deleted",
+        actor_id=actor.id,
+        subject_user_id=user_id,
+        ip_address=ip_address,
+        details={
+            "email": user.email,
+            "sessions_ended": len(ended),
+            "deleted_org_ids": [str(org_id) for org_id in org_ids],
+        },
+    )
+    await session.delete(user)
+    await session.flush()
+
+
+async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[AuthSession]:
+    await user_service.get_user(session, user_id)
+    return await auth_service.list_sessions(session, user_id=user_id)
+
+
+async def revoke_user_sessions(
+    session: AsyncSession, *, actor: User, user_id: uuid.UUID, ip_address: str | None
+) -> int:
+    await user_service.get_user(session, user_id)
+    ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.ADMIN)
+    await audit.record(
+        session,
+        "admin.sessions_revoked",
+        actor_id=actor.id,
+        subject_user_id=user_id,
+        ip_address=ip_address,
+        details={"sessions_ended": len(ended)},
+    )
+    return len(ended)
+
+
+async def adjust_credits(
+    session: AsyncSession, *, actor: User, user_id: uuid.UUID, amount: int, reason: str, ip_address: str | None
+) -> CreditTransaction:
+    """Add (or, with a negative amount, take) credits; never below zero. The ledger names the admin."""
+    await user_service.get_user(session, user_id)
+    return await credit_service.adjust_credits(
+        session, user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=ip_address
+    )
+
+
+# --- organizations ------------------------------------------------------------------------------------
+
+
+async def list_orgs(
+    session: AsyncSession, *, limit: int, offset: int, search: str | None = None
+) -> tuple[list[tuple[Organization, int]], int]:
+    members = select(func.count()).where(Membership.org_id == Organization.id).correlate(Organization).scalar_subquery()
+    query = select(Organization, members.label("member_count"))
+    filtered = select(Organization.id)
+    if search and search.strip():
+        pattern = like_pattern(search.strip())
+        condition = or_(
+            Organization.name.ilike(pattern, escape=LIKE_ESCAPE), Organization.slug.ilike(pattern, escape=LIKE_ESCAPE)
+        )
+        query, filtered = query.where(condition), filtered.where(condition)
+    total = await session.scalar(select(func.count()).select_from(filtered.subquery()))
+    rows = await session.execute(
+        query.order_by(Organization.created_at.desc(), Organization.id).limit(limit).offset(offset)
+    )
+    return [(org, int(count)) for org, count in rows], int(total or 0)
+
+
+async def delete_org(session: AsyncSession, *, actor: User, org_id: uuid.UUID, ip_address: str | None) -> None:
+    org = await org_service.get_org(session, org_id)  # raises org_not_found
+    name, slug = org.name, org.slug
+    await org_service.delete_org(session, org_id, actor.id, ip_address=ip_address)
+    await audit.record(
+        session,
+        "admin.org_deleted",
+        actor_id=actor.id,
+        org_id=org_id,
+        ip_address=ip_address,
+        details={"name": name, "slug": slug},
+    )
