@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -206,32 +207,51 @@ def email_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
-def user_from_headers(settings: Settings, headers: Headers) -> str | None:
-    """The ``sub`` of a bearer token whose signature checks out here, without any database access."""
-    authorization = headers.get("authorization")
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
+def bearer_token(headers: Headers) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def verified_subject(settings: Settings, token: str) -> tuple[str, float] | None:
+    """(sub, exp) of a token whose signature checks out here, without any database access: this API's access
+    tokens, and Supabase HS256 tokens when SUPABASE_JWT_SECRET is set. Asymmetric (JWKS) tokens are verified by
+    the auth dependency only; until then they count per IP, so a forged ``sub`` never spends a user's quota."""
+    try:
+        claims = security.decode_access_token(settings, token)
+        return str(claims.user_id), claims.expires_at.timestamp()
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
+        pass
+    if not settings.SUPABASE_JWT_SECRET:
         return None
     try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-        if claims.get("iss") == settings.JWT_ISSUER:
-            return str(security.decode_access_token(settings, token).user_id)
-        if settings.SUPABASE_JWT_SECRET and jwt.get_unverified_header(token).get("alg") == "HS256":
-            verified = jwt.decode(
-                token,
-                settings.SUPABASE_JWT_SECRET,
-                algorithms=["HS256"],
-                audience="authenticated",
-                options={"require": ["exp", "sub"]},
-            )
-            return str(verified["sub"])
+        verified = jwt.decode(
+            token,
+            settings.SUPABASE_JWT_SECRET,
+            algorithms=["HS256"],
+            audience="authenticated",
+            options={"require": ["exp", "sub"]},
+        )
+        return str(verified["sub"]), float(verified["exp"])
     except (jwt.PyJWTError, ValueError, KeyError, TypeError):
         return None
-    # Asymmetric (JWKS) tokens are verified by the auth dependency only; until then they count per IP.
-    return None
+
+
+class UserKeys:
+    """Token -> user id, with the signature checked once per token (pyjwt costs tens of microseconds, and a
+    client sends the same token for its whole lifetime); an expired token counts as anonymous again."""
+
+    def __init__(self, settings: Settings, size: int = 4096) -> None:
+        self._lookup = functools.lru_cache(maxsize=size)(functools.partial(verified_subject, settings))
+
+    def user(self, headers: Headers) -> str | None:
+        token = bearer_token(headers)
+        if token is None or len(token) > 4096:
+            return None
+        found = self._lookup(token)
+        if found is None or found[1] <= time.time():
+            return None
+        return found[0]
 
 
 async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
@@ -306,6 +326,7 @@ class RateLimitMiddleware:
         self.rules = {f"{self.prefix}{path}": self._compile(rule) for path, rule in RULES.items()}
         self.prefix_rules = [(path, rule) for path, rule in self.rules.items() if path.endswith("/")]
         self.default = self._compile(DEFAULT_RULE)
+        self.users = UserKeys(settings)
 
     def _compile(self, rule: Rule) -> _Compiled:
         items = tuple((limit, parse(getattr(self.settings, limit.setting))) for limit in rule.limits)
@@ -347,7 +368,7 @@ class RateLimitMiddleware:
                 identity = f"email:{email}"
             elif limit.key is KeyKind.USER:
                 if user is None:
-                    user = user_from_headers(self.settings, headers) or ""
+                    user = self.users.user(headers) or ""
                 identity = f"user:{user}" if user else f"ip:{ip}"
             else:
                 identity = f"ip:{ip}"
