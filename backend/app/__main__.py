@@ -1,21 +1,14 @@
-"""``python -m app``: run the server (migrations are applied by ``make run`` / the container entrypoint)."""
+"""``python -m app``: serve the API (migrations are applied by ``make run`` / the container entrypoint).
+
+``python -m app create-superuser --email X [--password Y]`` and ``python -m app cleanup`` are operator
+commands (see app/cli.py and docs/ADMIN.md).
+"""
 
 from __future__ import annotations
 
-import os
+import sys
 
-import uvicorn
-
-
-def main() -> None:
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        proxy_headers=False,
-    )
-
+from app.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""``python -m app <command>``: ``serve`` (the default), ``create-superuser``, ``cleanup``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from app.admin.bootstrap import SuperuserResult, ensure_superuser
+from app.auth import service as auth_service
+from app.auth.passwords import password_problem
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings, load_settings
+
+
+async def create_superuser(settings: Settings, *, email: str, password: str) -> SuperuserResult:
+    """Create the user as an active, verified superuser (with a profile), or promote and reactivate them.
+
+    An existing user's password is left as it is.
+    """
+    engine = create_engine(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            return await ensure_superuser(
+                session, email=email, password=password, credits=settings.DEFAULT_CREDITS, actor="cli"
+            )
+    finally:
+        await engine.dispose()
+
+
+async def cleanup(settings: Settings, *, older_than: timedelta = timedelta(days=1)) -> int:
+    """Delete expired or revoked sessions and spent or expired email tokens; returns how many rows went."""
+    engine = create_engine(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            return await auth_service.cleanup_sessions(session, older_than=older_than)
+    finally:
+        await engine.dispose()
+
+
+def serve() -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        proxy_headers=False,
+    )
+
+
+def _ask_password(email: str) -> str:
+    while True:
+        password = getpass.getpass("Password: ")
+        problem = password_problem(password, email=email)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            continue
+        if getpass.getpass("Password (again): ") != password:
+            print("error: the passwords do not match", file=sys.stderr)
+            continue
+        return password
+
+
+def _create_superuser_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    email = (args.email or settings.FIRST_SUPERUSER_EMAIL or "").strip()
+    if not email:
+        email = input("Email: ").strip()
+    if not email or "@" not in email:
+        print("error: a valid --email is required", file=sys.stderr)
+        return 2
+    password = args.password
+    if password is None:
+        password = _ask_password(email)
+    else:
+        problem = password_problem(password, email=email)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    result = asyncio.run(create_superuser(settings, email=email, password=password))
+    if result.created:
+        print(f"created superuser {result.user.email} ({result.user.id})")
+    elif result.promoted:
+        print(f"promoted {result.user.email} ({result.user.id}) to an active superuser; password unchanged")
+    else:
+        print(f"{result.user.email} ({result.user.id}) already is an active superuser; password unchanged")
+    return 0
+
+
+def _cleanup_command(args: argparse.Namespace) -> int:
+    count = asyncio.run(cleanup(load_settings(), older_than=timedelta(hours=args.older_than_hours)))
+    print(f"deleted {count} expired or revoked sessions and email tokens")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Run the API, or an operator command.")
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.add_parser("serve", help="serve the API on HOST:PORT (the default)")
+    create = commands.add_parser("create-superuser", help="create or promote a superuser")
+    create.add_argument("--email", help="defaults to FIRST_SUPERUSER_EMAIL, else asked")
+    create.add_argument("--password", help="asked (hidden) when not given; unused for an existing user")
+    clean = commands.add_parser("cleanup", help="delete expired/revoked sessions and spent email tokens")
+    clean.add_argument(
+        "--older-than-hours", type=float, default=24.0, help="only rows dead for at least this long (default 24)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "create-superuser":
+        return _create_superuser_command(args)
+    if args.command == "cleanup":
+        return _cleanup_command(args)
+    serve()
+    return 0
