@@ -55,11 +55,17 @@ async def read_profile(user: CurrentUser, session: SessionDep) -> ProfileRead:
     },
 )
 async def create_profile(
-    body: ProfileCreate, user: CurrentUser, response: Response, session: SessionDep, settings: SettingsDep
+    user: CurrentUser,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: ProfileCreate | None = None,
 ) -> ProfileRead:
-    """Get-or-create: 201 with a new profile (and the starting credits), 200 with the existing one."""
+    """Get-or-create: 201 with a new profile (and the starting credits), 200 with the existing one.
+
+    The body is optional (a bare ``POST /profile`` works); safe however many calls race."""
     profile, created = await user_service.get_or_create_profile(
-        session, user=user, full_name=body.full_name, credits=settings.DEFAULT_CREDITS
+        session, user=user, full_name=body.full_name if body else None, credits=settings.DEFAULT_CREDITS
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from app.auth.schemas import Email, StrictModel
 
@@ -38,10 +38,14 @@ class ProfileRead(BaseModel):
     updated_at: datetime
 
 
+# http(s) only (no javascript:, data:), and no longer than the column.
+AvatarUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True)]
+
+
 class ProfileCreate(StrictModel):
     full_name: Annotated[str | None, Field(max_length=255)] = None
 
 
 class ProfileUpdate(StrictModel):
     full_name: Annotated[str | None, Field(max_length=255)] = None
-    avatar_url: HttpUrl | None = None
+    avatar_url: AvatarUrl | None = None
