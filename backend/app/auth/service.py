@@ -83,6 +83,7 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, ip_a
         await audit.record(
             session, "auth.login_failed", ip_address=ip_address, details={"email": email, "reason": "unknown"}
         )
+        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
         raise InvalidCredentialsError()
     ok, new_hash = await security.verify_password(password, user.hashed_password)
     if not ok:
@@ -93,6 +94,7 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, ip_a
             ip_address=ip_address,
             details={"email": email, "reason": "password"},
         )
+        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
         raise InvalidCredentialsError()
     if not user.is_active:
         raise InactiveUserError()
