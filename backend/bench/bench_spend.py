@@ -11,7 +11,9 @@ BENCH_SPEND_DURATION (10) seconds per scenario after a short warm-up. Scenarios,
 - one user, Idempotency-Key: the same, each request with a fresh key (savepoint + unique-index check);
 - 32 users: each connection spends from its own balance (no contention; what many users cost).
 
-After each scenario the balances must equal their ledger sums and the number of successful answers.
+A baseline line (GET /health/live, same driver) comes first, for scale: it shows what the machine and the
+driver allow at that moment. After each scenario the balances must equal their ledger sums and the number of
+successful answers.
 Exit status 1 when a check fails or a request errs.
 """
 
@@ -106,8 +108,13 @@ def load_cpu() -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-async def drive(base_url: str, accounts: list[Account], *, seconds: float, keys: bool) -> tuple[Result, int]:
-    """CONNECTIONS workers, each on its own account (round-robin), until the deadline: (result, answered 200)."""
+async def drive(
+    base_url: str, accounts: list[Account], *, seconds: float, keys: bool, path: str = SPEND_PATH
+) -> tuple[Result, int]:
+    """CONNECTIONS workers, each on its own account (round-robin), until the deadline: (result, answered 200).
+
+    POST ``{"amount": 1}`` to SPEND_PATH; any other ``path`` is a GET (the baseline).
+    """
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     failures = 0
@@ -124,7 +131,10 @@ async def drive(base_url: str, accounts: list[Account], *, seconds: float, keys:
                     headers["Idempotency-Key"] = uuid.uuid4().hex
                 start = time.perf_counter()
                 try:
-                    response = await client.post(SPEND_PATH, json=body, headers=headers)
+                    if path == SPEND_PATH:
+                        response = await client.post(path, json=body, headers=headers)
+                    else:
+                        response = await client.get(path, headers=headers)
                 except httpx.HTTPError:
                     failures += 1
                     continue
@@ -167,6 +177,15 @@ def scenario(srv: common.Server, dsn: str, label: str, accounts: list[Account], 
     return not problems and result.errors == 0
 
 
+def baseline_line(srv: common.Server, accounts: list[Account]) -> bool:
+    """GET /health/live with the same driver: what this machine and driver allow right now, for scale."""
+    with load_cpu():
+        asyncio.run(drive(srv.base_url, accounts, seconds=min(WARMUP, 1), keys=False, path="/health/live"))
+        result, _ = asyncio.run(drive(srv.base_url, accounts, seconds=DURATION / 2, keys=False, path="/health/live"))
+    say(figure("baseline: GET /health/live (same driver)", result))
+    return result.errors == 0
+
+
 def main() -> int:
     say(
         f"# POST /credits/spend, PostgreSQL, uvicorn 1 worker; {CONNECTIONS} connections (httpx), "
@@ -178,6 +197,7 @@ def main() -> int:
         accounts = asyncio.run(create_accounts(dsn, CONNECTIONS))
         env = {"ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES)}
         with common.app_server(dsn, **env) as srv:
+            ok &= baseline_line(srv, accounts)
             ok &= scenario(srv, dsn, "spend: one user (one hot row)", accounts[:1], keys=False)
             ok &= scenario(srv, dsn, "spend: one user, fresh Idempotency-Key each", accounts[:1], keys=True)
             ok &= scenario(srv, dsn, f"spend: {len(accounts)} users (one per connection)", accounts, keys=False)
