@@ -114,8 +114,17 @@ async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status_of(exc), exc.detail, exc.code, exc.headers)
 
 
+def _undecodable_body(exc: StarletteHTTPException) -> bool:
+    """FastAPI answers a JSON body it cannot decode at all (not UTF-8, nested too deep for the parser) with a
+    bare 400; it is malformed JSON like any other and gets the same 422 ``invalid_json``."""
+    return exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError)
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if _undecodable_body(exc):
+        errors = [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}]
+        return JSONResponse({"detail": errors, "code": "invalid_json"}, status_code=422)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
     return error_response(exc.status_code, detail, code, dict(exc.headers or {}))
