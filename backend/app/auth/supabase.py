@@ -15,6 +15,9 @@ The hot path after decoding is one indexed query (``users.supabase_id``).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -80,12 +83,27 @@ def get_jwks_client(app: FastAPI) -> JwksClient | None:
 # --- verification ---------------------------------------------------------------------------------------
 
 
+def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The UNVERIFIED header and claims, only to route a token to its verifier (InvalidAccessTokenError if
+    it is not a JWT). The stdlib parse costs a few µs, where pyjwt's checked parse of a Supabase-sized token
+    costs about 300 µs; the verifier's ``jwt.decode`` then parses and checks everything again."""
+    try:
+        header_segment, payload_segment, _signature = token.split(".")
+        parts = [
+            json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+            for segment in (header_segment, payload_segment)
+        ]
+    except (ValueError, binascii.Error) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InvalidAccessTokenError() from exc
+    header, claims = parts
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidAccessTokenError()
+    return header, claims
+
+
 async def _verification_key(settings: Settings, jwks: JwksClient | None, token: str) -> tuple[Any, str]:
     """(key, its one algorithm) for this token, decided from its header alone."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidAccessTokenError() from exc
+    header, _claims = peek(token)
     alg = header.get("alg")
     if alg == "HS256":
         if not settings.SUPABASE_JWT_SECRET:

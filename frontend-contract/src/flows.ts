@@ -1,0 +1,179 @@
+/**
+ * The flows a frontend needs, on top of the typed client. Each throws `ApiError` (status + `code`) for an
+ * error answer, so a UI can branch on `error.code` ("invalid_credentials", "email_taken", "last_owner", ...).
+ */
+import { ApiError, unwrap, type ApiClient, type Schemas, type StoredTokens } from "./client.js";
+
+export type UserRead = Schemas["UserRead"];
+export type ProfileRead = Schemas["ProfileRead"];
+export type OrgRead = Schemas["OrgRead"];
+export type OrgRole = Schemas["OrgRead"]["role"];
+export type MemberRead = Schemas["MemberRead"];
+export type MembershipRead = Schemas["MembershipRead"];
+export type InvitationRead = Schemas["InvitationRead"];
+export type InvitationCreated = Schemas["InvitationCreated"];
+
+export interface Paging {
+  limit?: number;
+  offset?: number;
+}
+
+// --- own accounts ----------------------------------------------------------------------------------------
+
+/** Create an own account. No tokens come back: sign in next (a verification mail is on its way). */
+export async function signUp(
+  client: ApiClient,
+  input: { email: string; password: string; fullName?: string | null },
+): Promise<UserRead> {
+  return unwrap(
+    await client.api.POST("/api/v1/auth/register", {
+      body: { email: input.email, password: input.password, full_name: input.fullName ?? null },
+    }),
+  );
+}
+
+/** Email + password for a session; the tokens go to the client's storage. 401 `invalid_credentials`. */
+export async function signIn(
+  client: ApiClient,
+  input: { email: string; password: string; deviceName?: string },
+): Promise<StoredTokens> {
+  const result = await client.api.POST("/api/v1/auth/login", {
+    body: { email: input.email, password: input.password, device_name: input.deviceName ?? null },
+  });
+  return client.session.accept(unwrap(result), result.response);
+}
+
+/** End the current session on the server (best effort) and forget the tokens locally. */
+export async function signOut(client: ApiClient): Promise<void> {
+  try {
+    if (client.session.tokens) {
+      const result = await client.api.POST("/api/v1/auth/logout", { headers: client.session.csrfHeaders() });
+      if (!result.response.ok && result.response.status !== 401) unwrap(result);
+    }
+  } finally {
+    client.session.clear();
+  }
+}
+
+export async function getMe(client: ApiClient): Promise<UserRead> {
+  return unwrap(await client.api.GET("/api/v1/users/me"));
+}
+
+// --- profile (the Supabase sign-up / sign-in flow) -------------------------------------------------------
+
+/**
+ * After a Supabase sign-in: GET /profile, and on 404 `profile_not_found` POST /profile (get-or-create, so two
+ * tabs doing this at once both end up with the same profile). `created` tells a UI to show onboarding.
+ */
+export async function ensureProfile(
+  client: ApiClient,
+  input: { fullName?: string | null } = {},
+): Promise<{ profile: ProfileRead; created: boolean }> {
+  const found = await client.api.GET("/api/v1/profile");
+  if (found.data) return { profile: found.data, created: false };
+  const error = new ApiError(found.response.status, found.error);
+  if (error.code !== "profile_not_found") throw error;
+  const made = await client.api.POST("/api/v1/profile", { body: { full_name: input.fullName ?? null } });
+  return { profile: unwrap(made), created: made.response.status === 201 };
+}
+
+export async function updateProfile(
+  client: ApiClient,
+  changes: { full_name?: string | null; avatar_url?: string | null },
+): Promise<ProfileRead> {
+  return unwrap(await client.api.PUT("/api/v1/profile", { body: changes }));
+}
+
+// --- organizations -------------------------------------------------------------------------------------
+
+export async function createOrganization(
+  client: ApiClient,
+  input: { name: string; slug?: string },
+): Promise<OrgRead> {
+  return unwrap(await client.api.POST("/api/v1/organizations", { body: input }));
+}
+
+export async function listMyOrganizations(client: ApiClient, paging: Paging = {}) {
+  return unwrap(await client.api.GET("/api/v1/organizations", { params: { query: paging } }));
+}
+
+export async function listMembers(client: ApiClient, orgId: string, paging: Paging = {}) {
+  return unwrap(
+    await client.api.GET("/api/v1/organizations/{org_id}/members", {
+      params: { path: { org_id: orgId }, query: paging },
+    }),
+  );
+}
+
+/** Add an existing user by email (admin+). 409 when they are already a member. */
+export async function addMember(
+  client: ApiClient,
+  orgId: string,
+  input: { email: string; role?: OrgRole },
+): Promise<MemberRead> {
+  return unwrap(
+    await client.api.POST("/api/v1/organizations/{org_id}/members", {
+      params: { path: { org_id: orgId } },
+      body: { email: input.email, role: input.role ?? "member" },
+    }),
+  );
+}
+
+/** Invite an email address (admin+). The answer carries the token once; it is also mailed. */
+export async function inviteMember(
+  client: ApiClient,
+  orgId: string,
+  input: { email: string; role?: OrgRole },
+): Promise<InvitationCreated> {
+  return unwrap(
+    await client.api.POST("/api/v1/organizations/{org_id}/invitations", {
+      params: { path: { org_id: orgId } },
+      body: { email: input.email, role: input.role ?? "member" },
+    }),
+  );
+}
+
+export async function listInvitations(client: ApiClient, orgId: string, paging: Paging = {}) {
+  return unwrap(
+    await client.api.GET("/api/v1/organizations/{org_id}/invitations", {
+      params: { path: { org_id: orgId }, query: paging },
+    }),
+  );
+}
+
+export async function revokeInvitation(client: ApiClient, orgId: string, invitationId: string): Promise<void> {
+  unwrap(
+    await client.api.DELETE("/api/v1/organizations/{org_id}/invitations/{invitation_id}", {
+      params: { path: { org_id: orgId, invitation_id: invitationId } },
+    }),
+  );
+}
+
+/** The invited user (signed in, with the invited email) accepts with the token from the mail link. */
+export async function acceptInvitation(client: ApiClient, token: string): Promise<MembershipRead> {
+  return unwrap(await client.api.POST("/api/v1/invitations/accept", { body: { token } }));
+}
+
+/** Change a member's role (admin+; only owners touch the owner role). 409 `last_owner`. */
+export async function changeMemberRole(
+  client: ApiClient,
+  orgId: string,
+  userId: string,
+  role: OrgRole,
+): Promise<MemberRead> {
+  return unwrap(
+    await client.api.PATCH("/api/v1/organizations/{org_id}/members/{user_id}", {
+      params: { path: { org_id: orgId, user_id: userId } },
+      body: { role },
+    }),
+  );
+}
+
+/** Remove a member (admin+), or leave when `userId` is the caller's own id. 409 `last_owner`. */
+export async function removeMember(client: ApiClient, orgId: string, userId: string): Promise<void> {
+  unwrap(
+    await client.api.DELETE("/api/v1/organizations/{org_id}/members/{user_id}", {
+      params: { path: { org_id: orgId, user_id: userId } },
+    }),
+  );
+}

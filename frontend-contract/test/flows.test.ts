@@ -1,0 +1,357 @@
+/**
+ * The client's flows against a real running API (started by backend/tests/contract/test_frontend_flows.py).
+ *
+ *   API_URL=http://127.0.0.1:8000 SUPABASE_JWT_SECRET=... SUPABASE_URL=... npm test
+ *
+ * API_REFRESH_COOKIE=true says the server runs with AUTH_REFRESH_COOKIE=true (the cookie-mode test needs it).
+ */
+import assert from "node:assert/strict";
+import { createHmac, randomUUID } from "node:crypto";
+import { describe, test } from "node:test";
+
+import {
+  ApiError,
+  acceptInvitation,
+  addMember,
+  changeMemberRole,
+  createApiClient,
+  createOrganization,
+  ensureProfile,
+  getMe,
+  inviteMember,
+  listInvitations,
+  listMembers,
+  listMyOrganizations,
+  memoryStorage,
+  removeMember,
+  signIn,
+  signOut,
+  signUp,
+  type ApiClient,
+  type ApiClientOptions,
+} from "../src/index.js";
+
+const API_URL = process.env.API_URL;
+if (!API_URL) throw new Error("API_URL is required (the base URL of a running API)");
+const PASSWORD = "Frontend-Contract-Pass-42";
+
+function uniqueEmail(prefix: string): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}@example.com`;
+}
+
+/** A fetch that counts what it sends, so the tests can see how many refreshes went out. */
+function countingFetch(inner: (input: Request) => Promise<Response> = (input) => fetch(input)) {
+  const sent: string[] = [];
+  const wrapped = async (input: Request): Promise<Response> => {
+    sent.push(`${input.method} ${new URL(input.url).pathname}`);
+    return inner(input);
+  };
+  return { fetch: wrapped, sent, count: (what: string) => sent.filter((line) => line === what).length };
+}
+
+function client(options: Partial<ApiClientOptions> = {}): ApiClient {
+  return createApiClient({ baseUrl: API_URL!, ...options });
+}
+
+async function signedInUser(prefix: string, options: Partial<ApiClientOptions> = {}) {
+  const email = uniqueEmail(prefix);
+  const c = client(options);
+  const user = await signUp(c, { email, password: PASSWORD, fullName: `${prefix} user` });
+  await signIn(c, { email, password: PASSWORD, deviceName: "node test" });
+  return { client: c, user, email };
+}
+
+async function rejects(promise: Promise<unknown>, status: number, code: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ApiError, `expected ApiError, got ${String(error)}`);
+    assert.equal(error.status, status);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+describe("own accounts", () => {
+  test("sign up, sign in, and call a protected endpoint", async () => {
+    const { client: c, user, email } = await signedInUser("signin");
+    assert.equal(user.email, email);
+    const tokens = c.session.tokens;
+    assert.ok(tokens?.accessToken && tokens.refreshToken && tokens.sessionId);
+    assert.ok(tokens.expiresAt > Date.now());
+    const me = await getMe(c);
+    assert.equal(me.id, user.id);
+  });
+
+  test("wrong password is 401 invalid_credentials and stores nothing", async () => {
+    const c = client();
+    const email = uniqueEmail("wrongpw");
+    await signUp(c, { email, password: PASSWORD });
+    await rejects(signIn(c, { email, password: "Not-The-Password-1" }), 401, "invalid_credentials");
+    assert.equal(c.session.tokens, null);
+  });
+
+  test("registering an email twice is 409 email_taken", async () => {
+    const email = uniqueEmail("twice");
+    await signUp(client(), { email, password: PASSWORD });
+    await rejects(signUp(client(), { email: email.toUpperCase(), password: PASSWORD }), 409, "email_taken");
+  });
+
+  test("a bad body is 422 validation_error", async () => {
+    await rejects(signUp(client(), { email: "not-an-email", password: PASSWORD }), 422, "validation_error");
+  });
+
+  test("a 401 refreshes once and retries the request", async () => {
+    const counter = countingFetch();
+    const { client: c, user } = await signedInUser("refresh", { fetch: counter.fetch });
+    const before = c.session.tokens!;
+    c.session.accept({ ...toPair(before), access_token: "not-a-valid-token" });
+    const me = await getMe(c);
+    assert.equal(me.id, user.id);
+    assert.equal(counter.count("POST /api/v1/auth/refresh"), 1);
+    const after = c.session.tokens!;
+    assert.notEqual(after.accessToken, "not-a-valid-token");
+    assert.notEqual(after.refreshToken, before.refreshToken, "the refresh token is rotated");
+    assert.equal(after.sessionId, before.sessionId);
+  });
+
+  test("concurrent 401s share one refresh", async () => {
+    const counter = countingFetch();
+    const { client: c, user } = await signedInUser("dedupe", { fetch: counter.fetch });
+    c.session.accept({ ...toPair(c.session.tokens!), access_token: "not-a-valid-token" });
+    const results = await Promise.all(Array.from({ length: 6 }, () => getMe(c)));
+    assert.deepEqual(
+      results.map((me) => me.id),
+      Array(6).fill(user.id),
+    );
+    assert.equal(counter.count("POST /api/v1/auth/refresh"), 1);
+  });
+
+  test("a request body survives the retry after a refresh", async () => {
+    const { client: c } = await signedInUser("retrybody");
+    c.session.accept({ ...toPair(c.session.tokens!), access_token: "not-a-valid-token" });
+    const org = await createOrganization(c, { name: "Retry Body Org" });
+    assert.equal(org.name, "Retry Body Org");
+    assert.equal(org.role, "owner");
+  });
+
+  test("when the refresh fails the session ends: tokens cleared, onSessionExpired called", async () => {
+    const expired: ApiError[] = [];
+    const { client: c } = await signedInUser("expired", { onSessionExpired: (error) => expired.push(error) });
+    c.session.accept({ ...toPair(c.session.tokens!), access_token: "bad", refresh_token: "also-bad" });
+    await rejects(getMe(c), 401, "invalid_token");
+    assert.equal(c.session.tokens, null);
+    assert.equal(expired.length, 1);
+    assert.equal(expired[0]!.status, 401);
+  });
+
+  test("sign out ends the session on the server", async () => {
+    const { client: c } = await signedInUser("signout");
+    const access = c.session.tokens!.accessToken;
+    await signOut(c);
+    assert.equal(c.session.tokens, null);
+    const response = await fetch(`${API_URL}/api/v1/users/me`, { headers: { Authorization: `Bearer ${access}` } });
+    assert.equal(response.status, 401);
+    assert.equal(response.headers.get("www-authenticate"), "Bearer");
+  });
+});
+
+describe("Supabase sign-up / sign-in", { skip: !process.env.SUPABASE_JWT_SECRET && "SUPABASE_JWT_SECRET unset" }, () => {
+  test("GET /profile 404 then POST /profile creates it once", async () => {
+    const sub = randomUUID();
+    const email = uniqueEmail("supa");
+    const token = mintSupabaseToken({ sub, email });
+    const c = client({ getAccessToken: () => token });
+    const first = await ensureProfile(c, { fullName: "Supa Base" });
+    assert.equal(first.created, true);
+    assert.equal(first.profile.full_name, "Supa Base");
+    assert.equal(first.profile.credits, 1000);
+    const second = await ensureProfile(c);
+    assert.equal(second.created, false);
+    assert.equal(second.profile.id, first.profile.id);
+    const me = await getMe(c);
+    assert.equal(me.id, sub);
+    assert.equal(me.email, email);
+  });
+
+  test("two tabs ensuring the profile at once get the same one", async () => {
+    const token = mintSupabaseToken({ sub: randomUUID(), email: uniqueEmail("tabs") });
+    const c = client({ getAccessToken: () => token });
+    const [a, b] = await Promise.all([ensureProfile(c), ensureProfile(c)]);
+    assert.equal(a.profile.id, b.profile.id);
+  });
+
+  test("an expired Supabase token is 401 and is not refreshed by this client", async () => {
+    const counter = countingFetch();
+    const token = mintSupabaseToken({ sub: randomUUID(), email: uniqueEmail("old"), expiresIn: -3600 });
+    const c = client({ getAccessToken: () => token, fetch: counter.fetch });
+    await assert.rejects(getMe(c), (error: unknown) => error instanceof ApiError && error.status === 401);
+    assert.equal(counter.count("POST /api/v1/auth/refresh"), 0);
+  });
+});
+
+describe("organization admin", () => {
+  test("create, invite, accept, list members, change role, remove", async () => {
+    const owner = await signedInUser("owner");
+    const invitee = await signedInUser("invitee");
+
+    const org = await createOrganization(owner.client, { name: "Contract Org" });
+    assert.equal(org.role, "owner");
+    const mine = await listMyOrganizations(owner.client);
+    assert.ok(mine.items.some((item) => item.id === org.id));
+
+    let members = await listMembers(owner.client, org.id);
+    assert.equal(members.total, 1);
+    assert.equal(members.items[0]!.role, "owner");
+
+    const invitation = await inviteMember(owner.client, org.id, { email: invitee.email });
+    assert.equal(invitation.role, "member");
+    assert.ok(invitation.token.length > 20);
+    const pending = await listInvitations(owner.client, org.id);
+    assert.deepEqual(
+      pending.items.map((item) => item.id),
+      [invitation.id],
+    );
+    assert.ok(!("token" in pending.items[0]!), "listed invitations carry no token");
+
+    const membership = await acceptInvitation(invitee.client, invitation.token);
+    assert.equal(membership.org_id, org.id);
+    assert.equal(membership.role, "member");
+
+    members = await listMembers(owner.client, org.id);
+    assert.equal(members.total, 2);
+
+    const promoted = await changeMemberRole(owner.client, org.id, invitee.user.id, "admin");
+    assert.equal(promoted.role, "admin");
+
+    await removeMember(owner.client, org.id, invitee.user.id);
+    members = await listMembers(owner.client, org.id);
+    assert.deepEqual(
+      members.items.map((item) => item.user_id),
+      [owner.user.id],
+    );
+    await rejects(listMembers(invitee.client, org.id), 404, "org_not_found");
+  });
+
+  test("add an existing user, and the errors a UI must handle", async () => {
+    const owner = await signedInUser("owner2");
+    const other = await signedInUser("other");
+    const org = await createOrganization(owner.client, { name: "Errors Org" });
+
+    const added = await addMember(owner.client, org.id, { email: other.email });
+    assert.equal(added.user_id, other.user.id);
+    await rejects(addMember(owner.client, org.id, { email: other.email }), 409, "already_member");
+    await assert.rejects(changeMemberRole(other.client, org.id, owner.user.id, "member"), isStatus(403));
+    await rejects(removeMember(owner.client, org.id, owner.user.id), 409, "last_owner");
+  });
+});
+
+describe("cookie mode (AUTH_REFRESH_COOKIE=true)", { skip: process.env.API_REFRESH_COOKIE !== "true" && "server not in cookie mode" }, () => {
+  test("the refresh token stays in the cookie; a 401 refreshes with the CSRF header", async () => {
+    const jar = cookieJar();
+    const counter = countingFetch(jar.fetch);
+    const c = client({ refreshMode: "cookie", fetch: counter.fetch });
+    const email = uniqueEmail("cookie");
+    await signUp(c, { email, password: PASSWORD });
+    await signIn(c, { email, password: PASSWORD });
+    assert.equal(c.session.tokens!.refreshToken, null, "cookie mode keeps no refresh token in script reach");
+    assert.ok(jar.has("refresh_token") && jar.has("csrf_token"));
+
+    c.session.accept({ ...toPair(c.session.tokens!), access_token: "not-a-valid-token" });
+    const me = await getMe(c);
+    assert.equal(me.email, email);
+    assert.equal(counter.count("POST /api/v1/auth/refresh"), 1);
+
+    await signOut(c);
+    assert.equal(jar.has("refresh_token"), false, "logout clears the refresh cookie");
+  });
+
+  test("after a reload (no tokens in memory) the cookie restores the session", async () => {
+    const jar = cookieJar();
+    const first = client({ refreshMode: "cookie", fetch: jar.fetch });
+    const email = uniqueEmail("reload");
+    await signUp(first, { email, password: PASSWORD });
+    await signIn(first, { email, password: PASSWORD });
+
+    const reloaded = client({ refreshMode: "cookie", fetch: jar.fetch, readCsrfCookie: () => jar.get("csrf_token") });
+    assert.equal(reloaded.session.tokens, null);
+    assert.ok(await reloaded.session.refresh());
+    assert.equal((await getMe(reloaded)).email, email);
+  });
+
+  test("a refresh without the CSRF header is 403 csrf_failed", async () => {
+    const jar = cookieJar();
+    const c = client({ refreshMode: "cookie", fetch: jar.fetch, readCsrfCookie: () => "forged" });
+    const email = uniqueEmail("csrf");
+    await signUp(c, { email, password: PASSWORD });
+    await signIn(c, { email, password: PASSWORD });
+    const result = await c.api.POST("/api/v1/auth/refresh", { body: {}, headers: c.session.csrfHeaders() });
+    assert.equal(result.response.status, 403);
+    assert.equal(result.error && "code" in result.error ? result.error.code : undefined, "csrf_failed");
+  });
+});
+
+// --- helpers -----------------------------------------------------------------------------------------------
+
+function toPair(tokens: { accessToken: string; refreshToken: string | null; sessionId: string }) {
+  return {
+    access_token: tokens.accessToken,
+    refresh_token: tokens.refreshToken ?? "",
+    token_type: "bearer" as const,
+    expires_in: 900,
+    session_id: tokens.sessionId,
+  };
+}
+
+function isStatus(status: number) {
+  return (error: unknown) => error instanceof ApiError && error.status === status;
+}
+
+/** A Supabase user access token signed with the project's HS256 secret, as Supabase Auth issues them. */
+function mintSupabaseToken(input: { sub: string; email: string; expiresIn?: number }): string {
+  const secret = process.env.SUPABASE_JWT_SECRET!;
+  const base = (process.env.SUPABASE_URL ?? "").replace(/\/+$/, "");
+  const now = Math.floor(Date.now() / 1000);
+  const payload = {
+    sub: input.sub,
+    email: input.email,
+    aud: "authenticated",
+    role: "authenticated",
+    ...(base ? { iss: `${base}/auth/v1` } : {}),
+    iat: now,
+    exp: now + (input.expiresIn ?? 3600),
+    is_anonymous: false,
+    app_metadata: { provider: "email", providers: ["email"] },
+    user_metadata: { email_verified: true },
+  };
+  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const data = `${encode({ alg: "HS256", typ: "JWT" })}.${encode(payload)}`;
+  return `${data}.${createHmac("sha256", secret).update(data).digest("base64url")}`;
+}
+
+/** What a browser does with cookies, enough for this API: name=value by path, Max-Age=0 deletes. */
+function cookieJar() {
+  const cookies = new Map<string, { value: string; path: string }>();
+  return {
+    has: (name: string) => cookies.has(name),
+    get: (name: string) => cookies.get(name)?.value ?? null,
+    fetch: async (input: Request): Promise<Response> => {
+      const path = new URL(input.url).pathname;
+      const header = [...cookies]
+        .filter(([, cookie]) => path.startsWith(cookie.path))
+        .map(([name, cookie]) => `${name}=${cookie.value}`)
+        .join("; ");
+      const request = new Request(input);
+      if (header) request.headers.set("Cookie", header);
+      const response = await fetch(request);
+      for (const line of response.headers.getSetCookie()) {
+        const [pair, ...attributes] = line.split(";").map((part) => part.trim());
+        const [name, ...value] = pair!.split("=");
+        const attr = (key: string) =>
+          attributes.find((a) => a.toLowerCase().startsWith(`${key}=`))?.slice(key.length + 1);
+        const joined = value.join("=").replace(/^"|"$/g, "");
+        if (attr("max-age") === "0" || joined === "") cookies.delete(name!);
+        else cookies.set(name!, { value: joined, path: attr("path") ?? "/" });
+      }
+      return response;
+    },
+  };
+}
