@@ -40,21 +40,36 @@ def _require(tool: str) -> str:
     return path
 
 
-def _run(command: list[str], *, cwd: Path, timeout: int) -> None:
+def _run(command: list[str], *, cwd: Path, timeout: int, hint: str = "") -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        pytest.fail(f"`{' '.join(command)}` failed ({result.returncode}){hint}:\n{result.stdout}\n{result.stderr}")
 
 
 @pytest.fixture(scope="module")
-def built_client() -> Path:
-    """frontend-contract/ installed (`npm ci` when node_modules is missing) and compiled to dist/."""
+def npm() -> str:
+    """npm, with frontend-contract/ installed (`npm ci` when node_modules is missing)."""
     _require("node")
     npm = _require("npm")
     if not (FRONTEND_DIR / "node_modules").is_dir():
         _run([npm, "ci", "--no-audit", "--no-fund"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
+    return npm
+
+
+@pytest.fixture(scope="module")
+def built_client(npm: str) -> Path:
+    """frontend-contract/ compiled to dist/ (tsc: this is also the type check of client, flows and test)."""
     _run([npm, "run", "--silent", "build"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
     return FRONTEND_DIR / "dist" / "test"
+
+
+def test_generated_types_match_openapi_json(npm: str) -> None:
+    _run(
+        [npm, "run", "--silent", "check-generated"],
+        cwd=FRONTEND_DIR,
+        timeout=NPM_TIMEOUT,
+        hint=": frontend-contract/src/schema.d.ts is out of date, run `make contract` and commit it",
+    )
 
 
 SERVER_ENV = {
