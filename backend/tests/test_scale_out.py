@@ -181,3 +181,27 @@ class TestProfileAcrossInstances:
             cluster.dsn, "SELECT count(*) AS n FROM profiles p JOIN users u ON u.id = p.id WHERE u.email = $1", email
         )
         assert rows[0]["n"] == 1
+
+
+class TestIdleConnectionPing:
+    """The pool pings only connections that sat idle (app/core/db.py); a dead one is replaced unseen."""
+
+    @pytest.mark.asyncio
+    async def test_connection_killed_while_idle_is_replaced(self, make_app, monkeypatch: pytest.MonkeyPatch) -> None:
+        from app.core import db
+        from tests.conftest import client_for
+        from tests.factories import create_user
+
+        application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0)
+        user = await create_user(application)
+        async with client_for(application) as client:
+            assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
+            async with application.state.engine.connect() as connection:
+                pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            killer = await asyncpg.connect(application.state.settings.DATABASE_URL.replace("+asyncpg", ""))
+            try:
+                assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await killer.close()
+            monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)  # the pooled connection now counts as idle
+            assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200

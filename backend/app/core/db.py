@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
@@ -67,6 +69,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+PING_IDLE_SECONDS = 10.0
+"""A pooled connection idle for longer is pinged at checkout; a busy one is not (docs/SCALING.md)."""
+
+
+def _install_idle_ping(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling for idle connections only.
+
+    ``pool_pre_ping`` costs a round trip on every checkout, i.e. on every request. Here a connection that sat
+    idle in the pool for over PING_IDLE_SECONDS is pinged (a dead one is replaced before the request sees it,
+    as with pre-ping); under load connections never sit that long and no ping is sent. A connection that dies
+    while busy fails one statement, which SQLAlchemy reports as a disconnect: it invalidates the whole pool,
+    so the next requests reconnect (the request in flight answers 503 ``database_unavailable``).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("idle connection failed its ping") from exc  # the pool connects anew
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.DATABASE_URL
     if url.startswith("sqlite"):
@@ -87,16 +118,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
             prepared_statement_cache_size=0,
             prepared_statement_name_func=lambda: f"__asyncpg_{uuid.uuid4()}__",
         )
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=settings.DATABASE_ECHO,
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_MAX_OVERFLOW,
         pool_timeout=settings.DATABASE_POOL_TIMEOUT,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    _install_idle_ping(engine)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
