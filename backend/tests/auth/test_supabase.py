@@ -392,6 +392,23 @@ def jwt_b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+class TestLifespan:
+    async def test_jwks_client_made_and_closed(self, base_settings: dict) -> None:
+        from app.main import create_app
+        from tests.conftest import make_settings
+
+        application = create_app(make_settings(base_settings, SUPABASE_URL=closed_port_url()))
+        async with application.router.lifespan_context(application):  # Supabase down: startup still works
+            jwks = application.state.jwks
+            assert isinstance(jwks, JwksClient)
+            assert jwks.url.endswith("/auth/v1/.well-known/jwks.json")
+            assert jwks.fetch_count == 0  # no fetch before the first asymmetric token
+        assert jwks._http.is_closed
+
+    async def test_no_client_without_supabase(self, app: FastAPI) -> None:
+        assert app.state.jwks is None
+
+
 class TestJwksClient:
     """The cache rules, with a fake clock (no sleeping) against the local JWKS server."""
 
