@@ -1,10 +1,11 @@
 """Rate limits: the one table of limits, and the pure ASGI middleware that applies it.
 
-Algorithm: limits' fixed window (a counter per key that expires one period after its first hit), on limits'
-*async* storages, so no storage call ever blocks the event loop: ``async+memory://`` for one process (the
-default), ``async+redis://`` shared by every worker and instance. One storage round trip per limit per
-request (``INCRBY`` + ``EXPIRE`` in one Lua script); a blocked request costs one more (the key's TTL, for
-``Retry-After``). When the storage fails, requests are served unlimited (fail open) and a warning is logged.
+Algorithm: the fixed window of the limits library (a counter per key that expires one period after its first
+hit). Storage: ``memory://`` (the default) keeps the counters in this process (MemoryCounters, below);
+``redis://`` uses limits' *async* Redis storage, shared by every worker and instance, so no storage call
+blocks the event loop. One storage round trip per limit per request (``INCRBY`` + ``EXPIRE`` in one Lua
+script); a blocked request costs one more (the key's TTL, for ``Retry-After``). When the storage fails,
+requests are served unlimited (fail open) and a warning is logged.
 
 Keys: the client IP (``scope["state"]["client_ip"]``, set by RequestContextMiddleware behind trusted proxies
 only; IPv6 grouped by /64), the user (the ``sub`` of a bearer token whose signature was checked here: this
@@ -27,11 +28,10 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import jwt
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.formparsers import FormParser, MultiPartParser
@@ -107,6 +107,51 @@ class Decision:
     retry_after: int  # seconds; 0 when allowed
 
 
+class Counters(Protocol):
+    """What the limiter needs of a store (limits' async storages have it)."""
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int: ...
+    async def get_expiry(self, key: str) -> float: ...
+    async def reset(self) -> int | None: ...
+
+
+class MemoryCounters:
+    """Fixed-window counters in this process: O(1) per hit, expired windows swept at most every few seconds.
+
+    Not limits' ``async+memory://`` storage: it starts a task scanning every key on each hit (measured here:
+    0.8 ms per request with 1,000 live keys, 120 ms with 100,000), which many clients would turn into a DoS.
+    No lock: nothing awaits between reading and writing a counter, so the event loop makes it atomic.
+    """
+
+    SWEEP_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, float]] = {}  # key -> (count, expires at)
+        self._next_sweep = 0.0
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._windows = {k: window for k, window in self._windows.items() if window[1] > now}
+            self._next_sweep = now + self.SWEEP_SECONDS
+        count, expires = self._windows.get(key, (0, 0.0))
+        if expires <= now:
+            count, expires = 0, now + expiry
+        self._windows[key] = (count + amount, expires)
+        return count + amount
+
+    async def get_expiry(self, key: str) -> float:
+        return self._windows.get(key, (0, time.time()))[1]
+
+    async def reset(self) -> int | None:
+        count = len(self._windows)
+        self._windows.clear()
+        return count
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
 def storage_uri(uri: str) -> str:
     """The async variant of a storage URI: memory:// -> async+memory://, redis://… -> async+redis://…"""
     return uri if uri.startswith("async+") else f"async+{uri}"
@@ -125,22 +170,22 @@ class RateLimiter:
         self.key_prefix = key_prefix
         self.timeout = timeout
         self.cooldown = cooldown
-        self._storage: Storage | None = None
+        self._storage: Counters | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
 
-    def _make_storage(self) -> Storage:
+    def _make_storage(self) -> Counters:
         if self.is_memory:
-            return cast(Storage, storage_from_string(self.uri))
+            return MemoryCounters()
         options: dict[str, Any] = {
             "implementation": "redispy",
             "key_prefix": self.key_prefix,
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
         }
-        return cast(Storage, storage_from_string(self.uri, **options))
+        return cast(Counters, storage_from_string(self.uri, **options))
 
-    def storage(self) -> Storage:
+    def storage(self) -> Counters:
         loop = asyncio.get_running_loop()
         if self._storage is None or (loop is not self._loop and not self.is_memory):
             self._storage = self._make_storage()
@@ -148,7 +193,8 @@ class RateLimiter:
         return self._storage
 
     async def hit(self, items: list[tuple[RateLimitItem, str]]) -> Decision | None:
-        """Count one request against every (limit, key); None when the storage is down (fail open)."""
+        """Count one request against each (limit, key) in turn, stopping at the first one exceeded (so a blocked
+        IP creates no per-email counters); None when the storage is down (fail open)."""
         if time.monotonic() < self._down_until:
             return None
         try:
@@ -162,7 +208,8 @@ class RateLimiter:
                     tightest = (item, remaining)
                 if remaining < 0:
                     expiry = await storage.get_expiry(key)
-                    retry_after = max(retry_after, math.ceil(expiry - time.time()), 1)
+                    retry_after = max(math.ceil(expiry - time.time()), 1)
+                    break
         except Exception as exc:  # any storage failure: serve rather than answer 500
             self._down_until = time.monotonic() + self.cooldown
             logger.warning(

@@ -84,6 +84,16 @@ class TestLogin:
             multipart = {"username": (None, email), "password": (None, "wrong-password-1")}
             assert_rate_limited(await client.post(f"{API}/auth/token", files=multipart))
 
+    async def test_blocked_ip_creates_no_email_counters(self, make_app: AppFactory) -> None:
+        app = await limited_app(make_app, RATE_LIMIT_LOGIN="2/minute", RATE_LIMIT_LOGIN_EMAIL="100/minute")
+        async with client_for(app) as client:
+            for _ in range(2):
+                assert (await post_login(client, unique_email())).status_code == 401
+            counters = len(app.state.rate_limiter.storage())
+            for _ in range(5):
+                assert_rate_limited(await post_login(client, unique_email()))
+        assert len(app.state.rate_limiter.storage()) == counters
+
     async def test_body_reaches_the_endpoint_with_headers(self, make_app: AppFactory) -> None:
         app = await limited_app(make_app, RATE_LIMIT_LOGIN="5/minute", RATE_LIMIT_LOGIN_EMAIL="4/minute")
         user = await create_user(app, logged_in=False)
@@ -193,6 +203,16 @@ class TestDefaultLimit:
                 response = await client.get(path)
                 assert response.status_code == 200
                 assert "X-RateLimit-Limit" not in response.headers
+
+    async def test_window_ends(self, make_app: AppFactory) -> None:
+        app = await limited_app(make_app, RATE_LIMIT_DEFAULT="1/second")
+        async with client_for(app) as client:
+            assert (await client.get(f"{API}/users/me")).status_code == 401
+            blocked = await client.get(f"{API}/users/me")
+            assert blocked.status_code == 429
+            assert blocked.headers["Retry-After"] == "1"
+            await asyncio.sleep(1.1)
+            assert (await client.get(f"{API}/users/me")).status_code == 401
 
     async def test_disabled(self, make_app: AppFactory) -> None:
         app = await make_app(RATE_LIMIT_ENABLED=False, RATE_LIMIT_DEFAULT="1/minute", RATE_LIMIT_LOGIN="1/minute")
