@@ -25,7 +25,8 @@ router = APIRouter(
     responses=responses(401, 403),
 )
 
-SearchQuery = Annotated[str | None, Query(max_length=320, description="Substring of the email or name")]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: 422, not a database error
+SearchQuery = Annotated[str | None, Query(max_length=320, pattern=NO_NUL, description="Substring of the email or name")]
 
 
 @router.get("/users", operation_id="admin-users-list")
@@ -164,7 +165,7 @@ async def list_audit_events(
     actor_id: uuid.UUID | None = None,
     user_id: Annotated[uuid.UUID | None, Query(description="The subject user")] = None,
     org_id: uuid.UUID | None = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[AuditEventRead]:
     """The audit log, newest first, filtered by actor, subject user, organization or action."""
     events, total = await audit_service.list_events(

@@ -111,6 +111,8 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     )
     if payload.get("type") != ACCESS_TOKEN_TYPE:
         raise jwt.InvalidTokenError("not an access token")
+    if not isinstance(payload["sid"], str):
+        raise jwt.InvalidTokenError("sid must be a string")
     return AccessClaims(
         user_id=uuid.UUID(payload["sub"]),
         session_id=uuid.UUID(payload["sid"]),
