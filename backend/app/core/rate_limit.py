@@ -158,11 +158,9 @@ def storage_uri(uri: str) -> str:
 
 
 class RateLimiter:
-    """Fixed-window counters on a limits async storage, failing open when the storage is unreachable.
-
-    The storage (and its connection pool) is created on first use inside the running event loop, and again
-    if a later call runs on another loop: an async Redis pool cannot cross loops.
-    """
+    """Fixed-window counters (MemoryCounters, or limits' async Redis storage), failing open when the storage
+    is unreachable. The Redis client is built again if a later call runs on another event loop: an async
+    connection pool cannot cross loops. An unknown storage scheme fails at start."""
 
     def __init__(self, uri: str, *, key_prefix: str = "ratelimit", timeout: float = 0.5, cooldown: float = 5.0) -> None:
         self.uri = storage_uri(uri)
@@ -170,9 +168,11 @@ class RateLimiter:
         self.key_prefix = key_prefix
         self.timeout = timeout
         self.cooldown = cooldown
-        self._storage: Counters | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_until = 0.0
+        # Built now, outside any event loop: building the Redis client imports redis.asyncio (about a second
+        # here), which must not stall the first request. It binds to a loop only when it first connects.
+        self._storage: Counters | None = self._make_storage()
 
     def _make_storage(self) -> Counters:
         if self.is_memory:
@@ -187,6 +187,8 @@ class RateLimiter:
 
     def storage(self) -> Counters:
         loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
         if self._storage is None or (loop is not self._loop and not self.is_memory):
             self._storage = self._make_storage()
             self._loop = loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.middleware import TrustedProxies
-from app.core.rate_limit import RateLimitMiddleware, ip_key
+from app.core.rate_limit import RateLimiter, RateLimitMiddleware, ip_key
 from app.core.settings import Settings
 from tests.conftest import AppFactory, client_for
 
@@ -105,3 +105,9 @@ class TestRateLimitTable:
     def test_malformed_limit_fails_at_start(self) -> None:
         with pytest.raises(ValueError):
             RateLimitMiddleware(app=None, settings=Settings(_env_file=None, RATE_LIMIT_LOGIN="lots"), limiter=None)  # type: ignore[arg-type]
+
+    def test_unknown_storage_fails_at_start(self) -> None:
+        from limits.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError):
+            RateLimiter("memcachedd://127.0.0.1:1")
