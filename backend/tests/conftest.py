@@ -143,7 +143,7 @@ async def _clean(app: FastAPI) -> None:
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
         else:
             for name in tables:
-                await connection.execute(text(f"DELETE FROM {name}"))  # noqa: S608 (table names, not input)
+                await connection.execute(text(f"DELETE FROM {name}"))  # table names from the metadata, not input
 
 
 @pytest_asyncio.fixture(scope="session")
