@@ -15,6 +15,7 @@ import redis
 from tests.conftest import AppFactory, client_for
 from tests.core.uvicorn_server import free_port, uvicorn_server
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.asyncio
 
@@ -313,3 +314,34 @@ class TestRedisStorage:
                     assert response.status_code == 200
                     assert "X-RateLimit-Limit" not in response.headers
         assert any("rate-limit storage unavailable" in record.getMessage() for record in caplog.records)
+
+    async def test_redis_outage_then_recovery(
+        self, make_app: AppFactory, redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        proxy = TcpProxy("127.0.0.1", 6379)
+        await proxy.start()
+        try:
+            database = redis_url.rsplit("/", 1)[1]
+            app = await limited_app(
+                make_app,
+                RATE_LIMIT_DEFAULT="2/minute",
+                RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{proxy.port}/{database}",
+                RATE_LIMIT_KEY_PREFIX=redis_prefix,
+            )
+            app.state.rate_limiter.cooldown = 0  # retry Redis on the very next request
+            async with client_for(app) as client:
+                first = await client.get(f"{API}/users/me")
+                assert first.headers["X-RateLimit-Remaining"] == "1"
+                await proxy.stop()
+                with caplog.at_level(logging.WARNING, logger="app.rate_limit"):
+                    during = [await client.get(f"{API}/users/me") for _ in range(3)]
+                assert [r.status_code for r in during] == [401, 401, 401]  # served, unlimited
+                assert all("X-RateLimit-Limit" not in r.headers for r in during)
+                assert "rate-limit storage unavailable" in caplog.text
+                await proxy.start()
+                statuses = []
+                for _ in range(4):  # the pool may spend a request noticing its connections died
+                    statuses.append((await client.get(f"{API}/users/me")).status_code)
+                assert statuses[-1] == 429  # counting again, on the counter kept in Redis
+        finally:
+            await proxy.stop()
