@@ -30,6 +30,13 @@ def assets_of(page: str) -> list[str]:
     return ASSET_REF.findall(page)
 
 
+def assert_external_scripts_only(page: str) -> None:
+    scripts = SCRIPT_TAG.findall(page)
+    assert scripts
+    for attributes, body in scripts:
+        assert "src=" in attributes and not body.strip(), attributes
+
+
 @pytest.mark.asyncio
 class TestSwaggerPage:
     async def test_self_hosted_without_inline_script(self, docs_app: FastAPI) -> None:
@@ -38,8 +45,7 @@ class TestSwaggerPage:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/html")
             page = response.text
-            for attributes, body in SCRIPT_TAG.findall(page):
-                assert "src=" in attributes and not body.strip()  # external scripts only
+            assert_external_scripts_only(page)
             assert "cdn." not in page and "https://" not in page
             refs = assets_of(page)
             assert "/docs/init.js" in refs and "/docs/static/swagger-ui-bundle.js" in refs
@@ -75,8 +81,7 @@ class TestOAuth2Redirect:
         async with client_for(docs_app) as client:
             page = await client.get("/docs/oauth2-redirect")
             assert page.status_code == 200
-            for attributes, body in SCRIPT_TAG.findall(page.text):
-                assert "src=" in attributes and not body.strip()
+            assert_external_scripts_only(page.text)
             script = await client.get("/docs/oauth2-redirect.js")
         assert script.status_code == 200
         assert "swaggerUIRedirectOauth2" in script.text
@@ -90,8 +95,7 @@ class TestRedocPage:
             response = await client.get("/redoc")
             assert response.status_code == 200
             page = response.text
-            for attributes, body in SCRIPT_TAG.findall(page):
-                assert "src=" in attributes and not body.strip()
+            assert_external_scripts_only(page)
             assert "https://" not in page and "fonts.googleapis" not in page
             refs = assets_of(page)
             assert "/docs/static/redoc.standalone.js" in refs
