@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,13 +13,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.admin.bootstrap import bootstrap_first_superuser
 from app.api import api_router
 from app.auth.supabase import create_jwks_client
+from app.core.body_limit import BodyLimitMiddleware
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
-from app.core.settings import Settings, get_settings
+from app.core.settings import ConfigurationError, Settings, get_settings
 from app.health.router import router as health_router
 from app.integrations.email import create_sender
 
@@ -27,6 +29,12 @@ logger = logging.getLogger("app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    try:
+        settings.check_production()
+    except ConfigurationError as exc:
+        # One clear line and a non-zero exit, not a traceback (uvicorn lets SystemExit through).
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
     configure_logging(settings.LOG_LEVEL, bool(settings.LOG_JSON))
 
     @asynccontextmanager
@@ -49,7 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=settings.VERSION,
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
         lifespan=lifespan,
-        max_body_size=settings.MAX_BODY_SIZE,
         docs_url=None,  # self-hosted docs, see app/core/docs.py
         redoc_url=None,
     )
@@ -58,16 +65,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.email_sender = create_sender(settings)
 
     install_error_handlers(app)
-    # Innermost first: rate limits inside CORS (a 429 stays readable by the browser) and inside the request
+    # Innermost first: rate limits and the body limit inside CORS (a 429 stays readable by the browser) and inside the request
     # context (client IP set, security headers on the 429 too).
     app.add_middleware(RateLimitMiddleware, settings=settings, limiter=app.state.rate_limiter)
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.MAX_BODY_SIZE)  # before any body is read
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.BACKEND_CORS_ORIGINS,
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-CSRF-Token"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-CSRF-Token",
+            "Idempotent-Replayed",
+        ],
     )
     app.add_middleware(RequestContextMiddleware, settings=settings)
 

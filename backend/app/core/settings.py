@@ -207,4 +207,10 @@ def load_settings(**overrides: Any) -> Settings:
 
 @lru_cache
 def get_settings() -> Settings:
-    return load_settings()
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        import sys
+
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
