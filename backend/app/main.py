@@ -65,8 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.email_sender = create_sender(settings)
 
     install_error_handlers(app)
-    # Innermost first: rate limits and the body limit inside CORS (a 429 stays readable by the browser) and inside the request
-    # context (client IP set, security headers on the 429 too).
+    # Innermost first: rate limits and the body limit inside CORS (a 429 stays readable by the browser) and
+    # inside the request context (client IP set, security headers on the 429 too).
     app.add_middleware(RateLimitMiddleware, settings=settings, limiter=app.state.rate_limiter)
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.MAX_BODY_SIZE)  # before any body is read
     app.add_middleware(
