@@ -171,11 +171,13 @@ def uvicorn_command(target: str, port: int, *, workers: int = 1, factory: bool =
 
 
 @contextlib.contextmanager
-def server(command: list[str], port: int, env: dict[str, str], *, ready_path: str = "/health/live") -> Iterator[Server]:
+def server(
+    command: list[str], port: int, env: dict[str, str], *, ready_path: str = "/health/live", cwd: Path = BACKEND_DIR
+) -> Iterator[Server]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below; not a pipe that could fill)
     process = subprocess.Popen(
         pinned(SERVER_CPU) + command,
-        cwd=BACKEND_DIR,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -220,9 +222,10 @@ def app_env(dsn: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def app_server(dsn: str, **extra: str) -> Iterator[Server]:
+def app_server(dsn: str, *, cwd: Path = BACKEND_DIR, **extra: str) -> Iterator[Server]:
+    """The app; ``cwd`` may name another checkout's backend/ (a before/after comparison in one run)."""
     port = free_port()
-    with server(uvicorn_command("app.main:create_app", port), port, app_env(dsn, **extra)) as srv:
+    with server(uvicorn_command("app.main:create_app", port), port, app_env(dsn, **extra), cwd=cwd) as srv:
         yield srv
 
 

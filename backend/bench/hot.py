@@ -9,12 +9,14 @@ POST /auth/login against what the password hash allows, with /health/live's p99 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -158,7 +160,13 @@ def main() -> int:
             world = asyncio.run(seed(dsn))
             hash_seconds = measure_hash(world.hashed)
             env = {**supabase.env(), "ACCESS_TOKEN_EXPIRE_MINUTES": str(TOKEN_MINUTES)}
-            with common.ceiling_server(dsn) as ceiling, common.app_server(dsn, **env) as app:
+            baseline_dir = os.environ.get("BENCH_BASELINE_DIR")  # another checkout's backend/, e.g. before a change
+            with contextlib.ExitStack() as stack:
+                ceiling = stack.enter_context(common.ceiling_server(dsn))
+                app = stack.enter_context(common.app_server(dsn, **env))
+                baseline = (
+                    stack.enter_context(common.app_server(dsn, cwd=Path(baseline_dir), **env)) if baseline_dir else None
+                )
                 sb_hs = [supabase.token(uuid.uuid4(), algorithm="HS256") for _ in range(N_SUPABASE)]
                 sb_es = [supabase.token(uuid.uuid4(), algorithm="ES256") for _ in range(N_SUPABASE)]
                 loads: dict[str, tuple[common.Server, list[Req]]] = {
@@ -183,6 +191,9 @@ def main() -> int:
                         ),
                     ),
                 }
+                if baseline is not None:
+                    loads["me_own (baseline)"] = (baseline, loads["me_own"][1])
+                    loads["spend (baseline)"] = (baseline, loads["spend"][1])
                 # Each prepared request once (first sight provisions the Supabase users), spend only a little.
                 for name, (srv, requests) in loads.items():
                     check(srv.base_url, requests[:3] if name == "spend" else requests)
@@ -208,6 +219,9 @@ def main() -> int:
                 say(figure("GET /organizations/{id}/members (50)", r["members"], ceiling=ceil))
                 say(figure("POST /credits/spend", r["spend"], ceiling=ceil, goal=0.25))
                 say(figure("POST /auth/refresh (own rotation chains)", r["refresh"], ceiling=ceil))
+                for name in ("me_own (baseline)", "spend (baseline)"):
+                    if name in r:
+                        say(figure(f"{name}: {baseline_dir}", r[name], ceiling=ceil))
                 own = r["me_own"].rps
                 checks = [
                     verdict("users/me own / ceiling", own / ceil.rps, ">= 0.50", own / ceil.rps >= 0.50),
