@@ -61,10 +61,14 @@ def new_id() -> uuid.UUID:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin: otherwise a SAVEPOINT outside a
+    # transaction starts one and its RELEASE commits it, so a failing request would keep rows written in a
+    # nested block. BEGIN is then emitted by _sqlite_begin.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -98,14 +102,22 @@ def _install_idle_ping(engine: AsyncEngine) -> None:
             raise DisconnectionError("idle connection failed its ping") from exc  # the pool connects anew
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE: take the write lock up front, so concurrent writers queue (busy_timeout) instead of failing
+    # with "database is locked" when a read snapshot cannot be upgraded. SQLite is the embedded development
+    # default; PostgreSQL is what serves real concurrency.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.DATABASE_URL
     if url.startswith("sqlite"):
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": 5}}
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 15}}
         if ":memory:" in url or url.endswith("sqlite+aiosqlite://"):
             kwargs["poolclass"] = StaticPool
-        engine = create_async_engine(url, echo=settings.DATABASE_ECHO, **kwargs)
+        engine = create_async_engine(url, echo=settings.DATABASE_ECHO, hide_parameters=True, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     connect_args: dict[str, Any] = {
         "timeout": settings.DATABASE_CONNECT_TIMEOUT,
@@ -121,6 +133,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         url,
         echo=settings.DATABASE_ECHO,
+        hide_parameters=True,  # bound values (hashes, token HMACs) stay out of SQL logs and error messages
         pool_size=settings.DATABASE_POOL_SIZE,
         max_overflow=settings.DATABASE_MAX_OVERFLOW,
         pool_timeout=settings.DATABASE_POOL_TIMEOUT,

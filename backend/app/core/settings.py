@@ -105,13 +105,13 @@ class Settings(BaseSettings):
     RATE_LIMIT_ENABLED: bool = True
     RATE_LIMIT_STORAGE_URI: str = "memory://"
     RATE_LIMIT_KEY_PREFIX: str = "ratelimit"  # Redis key prefix, so several apps can share one database
-    RATE_LIMIT_LOGIN: str = "10/minute"
+    RATE_LIMIT_LOGIN: str = "30/minute"
     RATE_LIMIT_LOGIN_EMAIL: str = "10/minute"
-    RATE_LIMIT_REGISTER: str = "5/minute"
-    RATE_LIMIT_REFRESH: str = "30/minute"
-    RATE_LIMIT_PASSWORD: str = "5/minute"
-    RATE_LIMIT_EMAIL: str = "5/minute"
-    RATE_LIMIT_DEFAULT: str = "300/minute"
+    RATE_LIMIT_REGISTER: str = "20/minute"
+    RATE_LIMIT_REFRESH: str = "60/minute"
+    RATE_LIMIT_PASSWORD: str = "10/minute"
+    RATE_LIMIT_EMAIL: str = "10/minute"
+    RATE_LIMIT_DEFAULT: str = "600/minute"
 
     EMAIL_BACKEND: EmailBackend = EmailBackend.CONSOLE
     SMTP_HOST: str = "localhost"
