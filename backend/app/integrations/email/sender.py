@@ -80,7 +80,15 @@ class EmailSender:
                 logger.info("email sent to=%s subject=%s", message.to, message.subject)
             else:
                 self.outbox.append(message)
-                logger.info("email (console backend) to=%s subject=%s\n%s", message.to, message.subject, message.text)
+                if self.settings.is_production:
+                    # Bodies carry one-time tokens (verification, reset, invitation links): never in production logs.
+                    logger.info(
+                        "email (console backend) to=%s subject=%s; body not logged", message.to, message.subject
+                    )
+                else:
+                    logger.info(
+                        "email (console backend) to=%s subject=%s\n%s", message.to, message.subject, message.text
+                    )
         except Exception as exc:  # a mail server's trouble must never become a request's 500
             self.failed += 1
             logger.warning(
@@ -115,5 +123,5 @@ class EmailSender:
 
 def create_sender(settings: Settings) -> EmailSender:
     if settings.is_production and settings.EMAIL_BACKEND == EmailBackend.CONSOLE:
-        logger.warning("EMAIL_BACKEND=console in production: mails (with their links) are only logged")
+        logger.warning("EMAIL_BACKEND=console in production: mails are not sent (recipient and subject are logged)")
     return EmailSender(settings)
