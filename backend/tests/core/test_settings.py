@@ -108,7 +108,7 @@ class TestProductionRefusals:
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=180,
         )
         assert result.returncode != 0
         lines = [line for line in result.stderr.splitlines() if line.strip()]
