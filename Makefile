@@ -79,6 +79,10 @@ contract: install
 fuzz: install
 	cd $(BACKEND) && FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $$(command -v uv || echo $(UV)) run --no-sync pytest -n $(PYTEST_WORKERS) -m fuzz tests/fuzz
 
+# pip-audit over the locked runtime dependencies (exact pins, so no resolution and no install); it needs the
+# PyPI/OSV vulnerability data, so it runs in the GitHub workflow's audit job. See docs/SECURITY.md.
 audit: install
-	cd $(BACKEND) && $$(command -v uv || echo $(UV)) export --locked --no-dev --no-hashes --format requirements-txt > /tmp/requirements-audit.txt && \
-	  $$(command -v uv || echo $(UV)) tool run pip-audit --strict -r /tmp/requirements-audit.txt
+	cd $(BACKEND) && $$(command -v uv || echo $(UV)) export --locked --no-dev --no-emit-project --no-hashes \
+	    --format requirements-txt -o /tmp/requirements-audit.txt && \
+	  $$(command -v uv || echo $(UV)) tool run --from "pip-audit==2.10.1" pip-audit --strict --no-deps --disable-pip \
+	    --progress-spinner off -r /tmp/requirements-audit.txt
