@@ -17,13 +17,11 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -31,20 +29,15 @@ from app.users.service import SIGNUP_CREDITS_REASON
 from tests.conftest import PG_HOST, PG_PORT, AppFactory, client_for, requires_postgres
 from tests.core.uvicorn_server import free_port, uvicorn_server
 from tests.factories import DEFAULT_PASSWORD, create_user
+from tests.health import test_recovery
 from tests.proxy import TcpProxy
 from tests.supabase_tokens import EC_KEY, claims, mint
 
 pytestmark = pytest.mark.asyncio
 
+proxy = test_recovery.proxy  # the `proxy` fixture: PostgreSQL behind a TcpProxy that a test can stop and start
+
 API = "/api/v1"
-
-
-@pytest_asyncio.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    tcp = TcpProxy(PG_HOST, PG_PORT)
-    await tcp.start()
-    yield tcp
-    await tcp.stop()
 
 
 async def proxied_app(app: FastAPI, make_app: AppFactory, proxy: TcpProxy) -> FastAPI:

@@ -23,6 +23,7 @@ from app.users.service import SIGNUP_CREDITS_REASON
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, _admin, alembic_upgrade, in_thread, requires_postgres
 from tests.core.uvicorn_server import uvicorn_server
 from tests.factories import DEFAULT_PASSWORD
+from tests.test_scale_out import _query
 
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
 
@@ -38,15 +39,7 @@ class Pair:
     urls: tuple[str, str]
 
     def query(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        async def run() -> list[asyncpg.Record]:
-            connection = await asyncpg.connect(self.dsn)
-            try:
-                return list(await connection.fetch(sql, *args))
-            finally:
-                await connection.close()
-
-        result: list[asyncpg.Record] = in_thread(asyncio.run, run())
-        return result
+        return _query(self.dsn, sql, *args)
 
     def value(self, sql: str, *args: object) -> Any:
         return self.query(sql, *args)[0][0]
@@ -103,6 +96,20 @@ async def login(http: httpx.AsyncClient, base_url: str, email: str, password: st
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens
+
+
+async def org_with(http: httpx.AsyncClient, pair: Pair, owner: Account, other: Account, via: str, role: str) -> str:
+    """An organization made by ``owner`` on one instance; ``other`` added (``via="members"``) or invited
+    (``via="invitations"``) on the other. Returns the org id, and the invitation token for an invitation."""
+    org = await http.post(f"{pair.urls[0]}{API}/organizations", json={"name": "Race"}, headers=owner.headers)
+    org_id: str = org.json()["id"]
+    answer = await http.post(
+        f"{pair.urls[1]}{API}/organizations/{org_id}/{via}",
+        json={"email": other.email, "role": role},
+        headers=owner.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    return org_id if via == "members" else f"{org_id} {answer.json()['token']}"
 
 
 async def on_both(
@@ -167,14 +174,7 @@ class TestLastOwner:
         a, b = pair.urls
         for _ in range(ROUNDS):
             alice, bob = await signup(http, pair), await signup(http, pair)
-            org = await http.post(f"{a}{API}/organizations", json={"name": "Race"}, headers=alice.headers)
-            org_id = org.json()["id"]
-            added = await http.post(
-                f"{b}{API}/organizations/{org_id}/members",
-                json={"email": bob.email, "role": "owner"},
-                headers=alice.headers,
-            )
-            assert added.status_code == 201, added.text
+            org_id = await org_with(http, pair, alice, bob, "members", "owner")
             members = f"{API}/organizations/{org_id}/members"
             # Each owner demotes the other, and each leaves, on different instances, all at the same time.
             answers = await asyncio.gather(
@@ -210,15 +210,8 @@ class TestInvitationAccept:
     async def test_accept_twice_gives_one_membership(self, pair: Pair, http: httpx.AsyncClient) -> None:
         for _ in range(ROUNDS):
             owner, guest = await signup(http, pair), await signup(http, pair)
-            org = await http.post(f"{pair.urls[0]}{API}/organizations", json={"name": "Invites"}, headers=owner.headers)
-            org_id = org.json()["id"]
-            invited = await http.post(
-                f"{pair.urls[1]}{API}/organizations/{org_id}/invitations",
-                json={"email": guest.email, "role": "member"},
-                headers=owner.headers,
-            )
-            assert invited.status_code == 201, invited.text
-            body = {"token": invited.json()["token"]}
+            org_id, token = (await org_with(http, pair, owner, guest, "invitations", "member")).split()
+            body = {"token": token}
             answers = await on_both(http, pair, "POST", "/invitations/accept", 6, json=body, headers=guest.headers)
             statuses = Counter(a.status_code for a in answers)
             assert statuses[200] == 1 and set(statuses) <= {200, 404, 409}, [a.text for a in answers]
