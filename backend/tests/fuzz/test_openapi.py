@@ -34,7 +34,7 @@ from tests.orgs.helpers import add_membership, make_invitation, make_org
 pytestmark = pytest.mark.fuzz
 
 # A bounded run in CI (the PostgreSQL pass gets more than the SQLite one); `make fuzz` sets FUZZ_EXAMPLES=200.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (12 if DB_KIND == "postgres" else 4))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or (20 if DB_KIND == "postgres" else 5))
 # CI is reproducible (derandomized); a longer run explores new inputs every time.
 DERANDOMIZE = "FUZZ_EXAMPLES" not in os.environ
 
