@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 import schemathesis
@@ -151,3 +152,11 @@ def _all_uuids(values: dict[str, Any]) -> bool:
         return all(uuid.UUID(str(value)) for value in values.values())
     except ValueError:
         return False
+
+
+@pytest.mark.asyncio
+async def test_fuzzed_document_is_the_served_one(client: httpx.AsyncClient) -> None:
+    served = await client.get("/api/v1/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == _document()
+    assert len(OPERATIONS) == sum(len(item) for item in served.json()["paths"].values())
