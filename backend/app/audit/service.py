@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
@@ -52,6 +52,23 @@ async def record(
     return event
 
 
+EXACT_COUNT_UP_TO = 100_000
+
+
+async def _estimated_size(session: AsyncSession) -> int | None:
+    """The planner's row estimate of the whole log, when it is so large that counting it would scan it all.
+
+    Filtered lists are counted exactly (through their indexes); the unfiltered total of a log past
+    EXACT_COUNT_UP_TO rows is PostgreSQL's estimate, so the first page costs the same at any size.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    estimate = await session.scalar(
+        text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('audit_events')")
+    )
+    return int(estimate) if estimate is not None and estimate > EXACT_COUNT_UP_TO else None
+
+
 async def list_events(
     session: AsyncSession,
     *,
@@ -71,7 +88,10 @@ async def list_events(
         query = query.where(AuditEvent.org_id == org_id)
     if action is not None:
         query = query.where(AuditEvent.action == action)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    filtered = any(value is not None for value in (actor_id, user_id, org_id, action))
+    total = None if filtered else await _estimated_size(session)
+    if total is None:
+        total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.scalars(
         query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
     )
