@@ -27,10 +27,10 @@ from app.core import security
 from app.core.db import SessionDep, utcnow
 from app.core.errors import Forbidden
 from app.core.settings import Settings
+from app.core.token_cache import VerifiedTokens
 from app.users.models import User
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-VERIFIED_TOKENS_MAX = 4096  # about 2 MB per process at most
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -58,40 +58,21 @@ def is_own_token(settings: Settings, token: str) -> bool:
     return header.get("alg") == security.JWT_ALGORITHM and claims.get("iss") == settings.JWT_ISSUER
 
 
-class VerifiedTokens:
-    """This process's own access tokens whose signature and claims were already verified (docs/SCALING.md).
-
-    A token's signature and claims never change, so each is verified once: pyjwt's checks cost more than the
-    rest of a cheap request. Expiry is still checked on every use, and the session row is still read on every
-    request, which is what keeps revocation immediate on every worker: nothing about a session is cached.
-    Only tokens that verified are added (garbage cannot fill it); the oldest entry goes first.
-    """
-
-    def __init__(self, size: int = VERIFIED_TOKENS_MAX) -> None:
-        self.size = size
-        self._claims: dict[str, security.AccessClaims] = {}
-
-    def get(self, token: str) -> security.AccessClaims | None:
-        return self._claims.get(token)
-
-    def add(self, token: str, claims: security.AccessClaims) -> None:
-        if len(self._claims) >= self.size:
-            del self._claims[next(iter(self._claims))]
-        self._claims[token] = claims
-
-
-def verified_tokens(request: Request) -> VerifiedTokens:
-    """The app's cache (per app: two apps in one process may hold different SECRET_KEYs)."""
-    cache: VerifiedTokens | None = getattr(request.app.state, "verified_tokens", None)
+def verified_tokens(request: Request) -> VerifiedTokens[security.AccessClaims]:
+    """The app's cache of own tokens (per app: two apps in one process may hold different SECRET_KEYs)."""
+    cache: VerifiedTokens[security.AccessClaims] | None = getattr(request.app.state, "verified_tokens", None)
     if cache is None:
         cache = request.app.state.verified_tokens = VerifiedTokens()
     return cache
 
 
-def _own_claims(settings: Settings, token: str, verified: VerifiedTokens | None) -> security.AccessClaims:
-    claims = verified.get(token) if verified is not None else None
-    if claims is not None:
-        if claims.expires_at <= utcnow():
+def _own_claims(
+    settings: Settings, token: str, verified: VerifiedTokens[security.AccessClaims] | None
+) -> security.AccessClaims:
+    known = verified.get(token) if verified is not None else None
+    if known is not None:
+        claims, valid_until = known
+        if valid_until <= utcnow():
             raise AccessTokenExpiredError()
         return claims
     try:
@@ -101,7 +82,7 @@ def _own_claims(settings: Settings, token: str, verified: VerifiedTokens | None)
     except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise InvalidAccessTokenError() from exc
     if verified is not None:
-        verified.add(token, claims)
+        verified.add(token, claims, claims.expires_at)
     return claims
 
 
@@ -114,7 +95,10 @@ _SESSION_WITH_USER = (
 
 
 async def _own_principal(
-    session: AsyncSession, settings: Settings, token: str, verified: VerifiedTokens | None = None
+    session: AsyncSession,
+    settings: Settings,
+    token: str,
+    verified: VerifiedTokens[security.AccessClaims] | None = None,
 ) -> Principal:
     claims = _own_claims(settings, token, verified)
     params = {"session_id": claims.session_id, "user_id": claims.user_id}

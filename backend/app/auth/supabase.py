@@ -20,6 +20,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -36,6 +37,7 @@ from app.auth.exceptions import (
 )
 from app.auth.jwks import JwksClient
 from app.core.settings import Settings
+from app.core.token_cache import VerifiedTokens
 from app.users import service as user_service
 from app.users.models import User
 
@@ -238,8 +240,30 @@ def _client_ip(request: Request) -> str | None:
     return ip if ip is not None or request.client is None else request.client.host
 
 
-async def authenticate(request: Request, session: AsyncSession, token: str) -> User:
+def _verified_identities(app: FastAPI) -> VerifiedTokens[SupabaseIdentity]:
+    cache: VerifiedTokens[SupabaseIdentity] | None = getattr(app.state, "supabase_identities", None)
+    if cache is None:
+        cache = app.state.supabase_identities = VerifiedTokens()
+    return cache
+
+
+async def verified_identity(request: Request, token: str) -> SupabaseIdentity:
+    """The identity a Supabase token asserts; each token's signature and claims are verified once per process
+    (expiry, with the same leeway, on every use)."""
     settings: Settings = request.app.state.settings
+    cache = _verified_identities(request.app)
+    known = cache.get(token)
+    if known is not None:
+        identity, valid_until = known
+        if valid_until <= datetime.now(UTC):
+            raise AccessTokenExpiredError()
+        return identity
     claims = await verify_token(settings, get_jwks_client(request.app), token)
-    identity = identity_from_claims(settings, claims)
+    identity = identity_from_claims(settings, claims)  # refusals (role, anonymous) are never cached
+    cache.add(token, identity, datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS))
+    return identity
+
+
+async def authenticate(request: Request, session: AsyncSession, token: str) -> User:
+    identity = await verified_identity(request, token)
     return await resolve_user(session, identity, ip_address=_client_ip(request))
