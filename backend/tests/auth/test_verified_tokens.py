@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -74,7 +75,7 @@ class TestSupabaseTokens:
             assert calls.count(token) == 1
 
             async with app.state.sessionmaker() as session:  # deactivated: refused at once, cache or not
-                user = await session.get(User, first.json()["id"])
+                user = await session.get(User, uuid.UUID(first.json()["id"]))
                 assert user is not None
                 user.is_active = False
                 await session.commit()
