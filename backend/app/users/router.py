@@ -5,7 +5,6 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 from app.auth import mail
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentUser, SettingsDep
-from app.auth.models import EmailTokenPurpose
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.users import service as user_service
@@ -31,11 +30,9 @@ async def update_me(
 ) -> UserRead:
     """Change the caller's name or email; a new email is unverified until confirmed from its mail."""
     new_email = await user_service.update_me(session, user=user, changes=body.model_dump(exclude_unset=True))
-    if new_email is not None:
-        token = await auth_service.create_email_token(
-            session, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL
-        )
-        mail.send_verification(request, background, to=new_email, token=token)
+    token = await auth_service.request_email_verification(session, settings, user=user) if new_email else None
+    if token is not None:
+        mail.send_verification(request, background, to=user.email, token=token)
     return UserRead.model_validate(user)
 
 
