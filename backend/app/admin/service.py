@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.exceptions import LastSuperuserError, SoleOwnerError
@@ -27,6 +28,56 @@ def like_pattern(text: str) -> str:
     """``%text%`` with the LIKE wildcards of ``text`` taken literally."""
     escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
     return f"%{escaped}%"
+
+
+PIECE = 3  # pg_trgm's trigram length
+MAX_PIECES = 8
+_ASCII_RUNS = re.compile(r"[A-Za-z0-9]+")
+
+
+def email_pieces(text: str) -> list[str]:
+    """3-character pieces of ``text`` that every email matching it contains verbatim (none when fewer than two:
+    one piece adds nothing to the trigrams of the exact test).
+
+    Each ASCII letter/digit run of the text, lower-cased, is cut into consecutive pieces (plus its last three
+    characters when the length is not a multiple of three); at most ``MAX_PIECES``, evenly spread. Stored
+    emails are lower-case (API.md), so an email containing the text case-insensitively contains each piece as
+    it is.
+    """
+    pieces: list[str] = []
+    for run in _ASCII_RUNS.findall(text):
+        run = run.lower()
+        starts = list(range(0, len(run) - PIECE + 1, PIECE))
+        if starts and starts[-1] + PIECE < len(run):
+            starts.append(len(run) - PIECE)
+        for start in starts:
+            if (piece := run[start : start + PIECE]) not in pieces:
+                pieces.append(piece)
+    if len(pieces) < 2:
+        return []
+    if len(pieces) > MAX_PIECES:
+        step = (len(pieces) - 1) / (MAX_PIECES - 1)
+        pieces = [pieces[round(i * step)] for i in range(MAX_PIECES)]
+    return pieces
+
+
+def user_search(text: str) -> ColumnElement[bool]:
+    """``text`` is a case-insensitive substring of the email or of the name.
+
+    On PostgreSQL both columns have a trigram GIN index. The email side also asks for the pieces of
+    ``email_pieces`` with plain ``LIKE``, each its own GIN scan key: GIN intersects separate keys by skipping
+    ahead in each posting list, whereas one ``ILIKE`` checks every trigram of the text at each row holding its
+    rarest trigram. Trigrams that almost every email has (a shared domain or prefix) then cost one look-up per
+    surviving row instead of a walk of their whole posting list (``user4242`` on 1,000,000 users: 16 ms -> 1 ms,
+    docs/SCALING.md). The exact ``ILIKE`` comes last: GIN takes the keys in this order, and a first key with
+    several trigrams would drive the scan. The pieces cost a cheap ``LIKE`` per row, the exact test an ``ILIKE``.
+    """
+    pattern = like_pattern(text)
+    email = and_(
+        *(User.email.like(f"%{piece}%") for piece in email_pieces(text)),
+        User.email.ilike(pattern, escape=LIKE_ESCAPE),
+    )
+    return or_(email, User.full_name.ilike(pattern, escape=LIKE_ESCAPE))
 
 
 async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -67,19 +118,39 @@ async def list_users(
     is_active: bool | None = None,
     is_superuser: bool | None = None,
 ) -> tuple[list[User], int]:
-    query: Select[User] = select(User)
-    if search and search.strip():
-        pattern = like_pattern(search.strip())
-        query = query.where(
-            or_(User.email.ilike(pattern, escape=LIKE_ESCAPE), User.full_name.ilike(pattern, escape=LIKE_ESCAPE))
-        )
+    conditions: list[ColumnElement[bool]] = []
     if is_active is not None:
-        query = query.where(User.is_active.is_(is_active))
+        conditions.append(User.is_active.is_(is_active))
     if is_superuser is not None:
-        query = query.where(User.is_superuser.is_(is_superuser))
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(query.order_by(User.created_at.desc(), User.id).limit(limit).offset(offset))
-    return list(rows), int(total or 0)
+        conditions.append(User.is_superuser.is_(is_superuser))
+    newest_first = (User.created_at.desc(), User.id)
+    if not (search and search.strip()):
+        total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
+        query = select(User).where(*conditions).order_by(*newest_first).limit(limit).offset(offset)
+        return list(await session.scalars(query)), int(total or 0)
+    # A search walks the trigram indexes once: the page and its exact total (count(*) OVER () of the same
+    # matches) come from one statement, the page's users joined back by primary key. Past the last page
+    # there is no row to carry the total, so it is counted apart. Without a search, count + page stay: there
+    # PostgreSQL counts in parallel and keeps only the top rows of its sort, where a window count sorts every
+    # row (1,000,000 users: 0.5 s -> 1.4 s). A search matching nearly every row pays that too (docs/SCALING.md).
+    conditions.append(user_search(search.strip()))
+    page = (
+        select(User.id, User.created_at, func.count().over().label("total"))
+        .where(*conditions)
+        .order_by(*newest_first)
+        .limit(limit)
+        .offset(offset)
+        .subquery("page")
+    )
+    found = (
+        await session.execute(
+            select(User, page.c.total).join(page, User.id == page.c.id).order_by(page.c.created_at.desc(), page.c.id)
+        )
+    ).all()
+    if found:
+        return [user for user, _ in found], int(found[0].total)
+    total = await session.scalar(select(func.count()).select_from(User).where(*conditions)) if offset else 0
+    return [], int(total or 0)
 
 
 @dataclass(frozen=True, slots=True)
