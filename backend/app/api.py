@@ -1,4 +1,4 @@
-"""Mounts every domain router under /api/v1 (health stays at the root)."""
+"""Every domain router, in matching order; app.main adds them under /api/v1 (health stays at the root)."""
 
 from fastapi import APIRouter
 
@@ -9,10 +9,11 @@ from app.orgs.router import invitations_router
 from app.orgs.router import router as orgs_router
 from app.users.router import router as users_router
 
-api_router = APIRouter()
-api_router.include_router(auth_router)
-api_router.include_router(users_router)
-api_router.include_router(credits_router)
-api_router.include_router(orgs_router)
-api_router.include_router(invitations_router)
-api_router.include_router(admin_router)
+API_ROUTERS: tuple[APIRouter, ...] = (
+    auth_router,
+    users_router,
+    credits_router,
+    orgs_router,
+    invitations_router,
+    admin_router,
+)

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.admin.bootstrap import bootstrap_first_superuser
-from app.api import api_router
+from app.api import API_ROUTERS
+from app.auth.identity import IdentityStore
 from app.auth.supabase import create_jwks_client
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.db import create_engine, create_sessionmaker
@@ -20,6 +21,7 @@ from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
+from app.core.routing import include_flat
 from app.core.settings import ConfigurationError, Settings, get_settings
 from app.health.router import router as health_router
 from app.integrations.email import create_sender
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.identity = IdentityStore(engine)  # the per-request caller lookups (app/auth/identity.py)
         app.state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
         try:
             await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, settings=settings)
 
     install_docs(app)
-    app.include_router(health_router)
-    app.include_router(api_router, prefix=settings.API_V1_PREFIX)
+    include_flat(app, health_router)  # flat route lists: app/core/routing.py
+    for router in API_ROUTERS:
+        include_flat(app, router, prefix=settings.API_V1_PREFIX)
     return app

@@ -10,8 +10,6 @@ from typing import Annotated
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import supabase
 from app.auth.exceptions import (
@@ -22,9 +20,9 @@ from app.auth.exceptions import (
     NotOwnSessionError,
     SessionRevokedError,
 )
-from app.auth.models import AuthSession
+from app.auth.identity import IdentityStore
 from app.core import security
-from app.core.db import SessionDep, utcnow
+from app.core.db import utcnow
 from app.core.errors import Forbidden
 from app.core.settings import Settings
 from app.core.token_cache import VerifiedTokens
@@ -86,54 +84,42 @@ def _own_claims(
     return claims
 
 
-# Built once with bound parameters: building a statement per request cost more CPU than running it.
-_SESSION_WITH_USER = (
-    select(User, AuthSession.revoked_at, AuthSession.expires_at, AuthSession.last_used_at)
-    .join(AuthSession, AuthSession.user_id == User.id)
-    .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id"))
-)
+def identity_store(request: Request) -> IdentityStore:
+    store: IdentityStore = request.app.state.identity
+    return store
 
 
 async def _own_principal(
-    session: AsyncSession,
+    store: IdentityStore,
     settings: Settings,
     token: str,
     verified: VerifiedTokens[security.AccessClaims] | None = None,
 ) -> Principal:
     claims = _own_claims(settings, token, verified)
-    params = {"session_id": claims.session_id, "user_id": claims.user_id}
-    row = (await session.execute(_SESSION_WITH_USER, params)).one_or_none()
-    if row is None:
+    found = await store.session_user(session_id=claims.session_id, user_id=claims.user_id)
+    if found is None:
         raise SessionRevokedError()
-    user, revoked_at, expires_at, last_used_at = row
+    user, state = found
     now = utcnow()
-    if revoked_at is not None or expires_at <= now:
+    if state.revoked_at is not None or state.expires_at <= now:
         raise SessionRevokedError()
     if not user.is_active:
         raise InactiveUserError()
-    if now - last_used_at >= LAST_USED_RESOLUTION:
-        await session.execute(
-            update(AuthSession)
-            .where(AuthSession.id == claims.session_id)
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    if now - state.last_used_at >= LAST_USED_RESOLUTION:
+        await store.touch_session(claims.session_id, now)
     return Principal(user=user, session_id=claims.session_id)
 
 
-async def current_principal(
-    request: Request,
-    session: SessionDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> Principal:
+async def current_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+    """The caller, read fresh on every request outside the request's transaction (app/auth/identity.py)."""
     if not token:
         raise NotAuthenticatedError()
     settings: Settings = request.app.state.settings
     verified = verified_tokens(request)
     if verified.get(token) is not None or is_own_token(settings, token):
-        principal = await _own_principal(session, settings, token, verified)
+        principal = await _own_principal(identity_store(request), settings, token, verified)
     else:
-        user = await supabase.authenticate(request, session, token)
+        user = await supabase.authenticate(request, token)
         if not user.is_active:
             raise InactiveUserError()
         principal = Principal(user=user, session_id=None)

@@ -136,10 +136,10 @@ async def refresh(
 
 
 async def optional_principal(
-    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Principal | None:
     """The caller when an access token is sent (an invalid one is still a 401), else None."""
-    return await current_principal(request, session, token) if token else None
+    return await current_principal(request, token) if token else None
 
 
 @router.post(

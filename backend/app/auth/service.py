@@ -22,6 +22,7 @@ from app.auth.exceptions import (
     WeakPasswordError,
     WrongPasswordError,
 )
+from app.auth.identity import attach
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, RevokeReason
 from app.core import security
 from app.core.db import utcnow
@@ -317,6 +318,7 @@ async def change_password(
     current_session_id: uuid.UUID | None,
     ip_address: str | None,
 ) -> list[uuid.UUID]:
+    user = await attach(session, user)
     if user.hashed_password is None:
         raise WrongPasswordError("This account has no password here; it signs in through Supabase.")
     ok, _ = await security.verify_password(current_password, user.hashed_password)

@@ -25,7 +25,7 @@ from typing import Any
 
 import jwt
 from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit import service as audit
 from app.auth import service as auth_service
@@ -35,6 +35,7 @@ from app.auth.exceptions import (
     AnonymousUserError,
     InvalidAccessTokenError,
 )
+from app.auth.identity import IdentityStore
 from app.auth.jwks import JwksClient
 from app.core.settings import Settings
 from app.core.token_cache import VerifiedTokens
@@ -215,11 +216,16 @@ async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: 
     return user
 
 
+def _needs_write(user: User, identity: SupabaseIdentity) -> bool:
+    """The token asserts a verified email the local row does not have yet (resolve_user records it)."""
+    return identity.email_verified and not user.is_verified and user.email == identity.email
+
+
 async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_address: str | None) -> User:
     """The local user of a verified identity; created on first sight (id = sub), linked on a verified merge."""
     user = await user_service.find_user_by_supabase_id(session, identity.user_id)
     if user is not None:
-        if identity.email_verified and not user.is_verified and user.email == identity.email:
+        if _needs_write(user, identity):
             user.is_verified = True  # confirmed in Supabase since the first sight: one write, once
         return user
     user = await user_service.provision_supabase_user(
@@ -264,6 +270,16 @@ async def verified_identity(request: Request, token: str) -> SupabaseIdentity:
     return identity
 
 
-async def authenticate(request: Request, session: AsyncSession, token: str) -> User:
+async def authenticate(request: Request, token: str) -> User:
+    """The local user of a Supabase token. A known user is one lookup outside the request's transaction
+    (app/auth/identity.py); first sight (provisioning, a merge) or a newly verified email is written in a short
+    transaction of its own, committed before the request goes on (or rolled back, e.g. 409 account_exists)."""
     identity = await verified_identity(request, token)
-    return await resolve_user(session, identity, ip_address=_client_ip(request))
+    store: IdentityStore = request.app.state.identity
+    user = await store.supabase_user(identity.user_id)
+    if user is not None and not _needs_write(user, identity):
+        return user
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session, session.begin():
+        user = await resolve_user(session, identity, ip_address=_client_ip(request))
+    return user

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
+from app.auth.identity import attach
 from app.core.db import utcnow
 from app.core.security import hash_token, new_secret_token
 from app.core.settings import Settings
@@ -555,6 +556,7 @@ async def revoke_invitation(
 
 async def accept_invitation(session: AsyncSession, *, user: User, token: str, ip_address: str | None = None) -> Member:
     """Join with a mailed token. Holding it proves the mailbox: an unverified caller becomes verified."""
+    user = await attach(session, user)
     now = utcnow()
     invitation = await session.scalar(
         select(Invitation).where(Invitation.token_hash == hash_token(token), *_pending(now))

@@ -29,7 +29,7 @@ async def update_me(
     settings: SettingsDep,
 ) -> UserRead:
     """Change the caller's name or email; a new email is unverified until confirmed from its mail."""
-    new_email = await user_service.update_me(session, user=user, changes=body.model_dump(exclude_unset=True))
+    user, new_email = await user_service.update_me(session, user=user, changes=body.model_dump(exclude_unset=True))
     token = await auth_service.request_email_verification(session, settings, user=user) if new_email else None
     if token is not None:
         mail.send_verification(request, background, to=user.email, token=token)

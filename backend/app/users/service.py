@@ -9,6 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.identity import attach
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.users.exceptions import EmailTakenError, ProfileNotFoundError, UserNotFoundError
@@ -178,8 +179,9 @@ async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: 
     return profile
 
 
-async def update_me(session: AsyncSession, *, user: User, changes: dict[str, object]) -> str | None:
-    """Apply name/email changes; returns the new email when it changed (it is then unverified)."""
+async def update_me(session: AsyncSession, *, user: User, changes: dict[str, object]) -> tuple[User, str | None]:
+    """Apply name/email changes: the updated user, and the new email when it changed (it is then unverified)."""
+    user = await attach(session, user)
     if "full_name" in changes:
         user.full_name = changes["full_name"]  # type: ignore[assignment]
     new_email = changes.get("email")
@@ -191,6 +193,6 @@ async def update_me(session: AsyncSession, *, user: User, changes: dict[str, obj
                 await session.flush()
         except IntegrityError as exc:
             raise EmailTakenError() from exc
-        return user.email
+        return user, user.email
     await session.flush()
-    return None
+    return user, None
