@@ -110,8 +110,12 @@ async def _own_principal(
     return Principal(user=user, session_id=claims.session_id)
 
 
-async def current_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
-    """The caller, read fresh on every request outside the request's transaction (app/auth/identity.py)."""
+async def _resolve(request: Request, token: str | None) -> Principal:
+    """The caller, read fresh on every request outside the request's transaction (app/auth/identity.py);
+    resolved once per request however many dependencies ask."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     if not token:
         raise NotAuthenticatedError()
     settings: Settings = request.app.state.settings
@@ -124,7 +128,18 @@ async def current_principal(request: Request, token: Annotated[str | None, Depen
             raise InactiveUserError()
         principal = Principal(user=user, session_id=None)
     request.state.user_id = principal.user.id
+    request.state.principal = principal
     return principal
+
+
+async def current_principal(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> Principal:
+    return await _resolve(request, token)
+
+
+async def current_user(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    # Not a sub-dependency of current_principal: each level of dependencies costs FastAPI 0.165 work on every
+    # request (cache keys, scopes), and this one is on almost every request (docs/SCALING.md).
+    return (await _resolve(request, token)).user
 
 
 async def own_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -132,10 +147,6 @@ async def own_principal(principal: Annotated[Principal, Depends(current_principa
     if principal.session_id is None:
         raise NotOwnSessionError()
     return principal
-
-
-async def current_user(principal: Annotated[Principal, Depends(current_principal)]) -> User:
-    return principal.user
 
 
 async def current_superuser(user: Annotated[User, Depends(current_user)]) -> User:

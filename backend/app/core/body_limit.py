@@ -7,6 +7,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import error_response
 
+_NO_BODY_READ = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods whose routes take no body here (FastAPI reads a body only for routes that declare one)."""
+
 
 class _TooLarge(Exception):
     pass
@@ -27,6 +30,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -37,6 +41,11 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send)
                     return
                 break
+        if declared is not None or scope["method"] in _NO_BODY_READ:
+            # A declared length within the limit (the server delivers no more than Content-Length), or a
+            # method whose routes never read a body: nothing to count, nothing to wrap on the hot path.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         too_large = False

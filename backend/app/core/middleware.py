@@ -156,10 +156,9 @@ class RequestContextMiddleware:
                 started = True
                 headers = MutableHeaders(scope=message)
                 headers[REQUEST_ID_HEADER] = request_id
-                for name, value in extra:
-                    key = name.decode()
-                    if key not in headers:
-                        headers.raw.append((name, value))
+                raw = headers.raw
+                present = {name for name, _ in raw}  # header names are lower-case bytes in ASGI
+                raw.extend(header for header in extra if header[0] not in present)
             await send(message)
 
         try:
