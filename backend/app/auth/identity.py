@@ -15,33 +15,20 @@ Code that changes the caller's row first takes the request session's copy with :
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.instrumentation import manager_of_class
-from sqlalchemy.sql.dml import Update
-from sqlalchemy.util.concurrency import greenlet_spawn
 
 from app.auth.models import AuthSession
-from app.core.errors import DatabaseUnavailable
+from app.core.driver import DriverStatement, driver_connection, uses_driver
 from app.users.models import User
-
-DISCONNECTS = (
-    asyncpg.InterfaceError,  # "connection is closed"
-    asyncpg.PostgresConnectionError,  # class 08
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, cannot connect now
-    OSError,
-    TimeoutError,
-)
-"""What a driver call raises when the connection, not the statement, failed."""
 
 USER_COLUMNS = tuple(User.__table__.columns.keys())
 
@@ -56,74 +43,32 @@ class SessionState:
     last_used_at: datetime
 
 
-class _Statement:
-    """One statement, compiled once for the engine's dialect; executed raw on asyncpg, through Core elsewhere."""
-
-    def __init__(self, engine: AsyncEngine, statement: Select[Any] | Update) -> None:
-        self.statement = statement
-        self.raw = engine.dialect.name == "postgresql"
-        compiled = statement.compile(dialect=engine.dialect)
-        self.sql = str(compiled)
-        self.order: Sequence[str] = compiled.positiontup or ()
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        return [params[name] for name in self.order]
-
-
 class IdentityStore:
     """The caller lookups of one engine (``app.state.identity``, made in the lifespan)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.raw = uses_driver(engine)
         user_columns = [User.__table__.c[name] for name in USER_COLUMNS]
-        self._session_user = _Statement(
+        self._session_user = DriverStatement(
             engine,
             select(*user_columns, AuthSession.revoked_at, AuthSession.expires_at, AuthSession.last_used_at)
             .join(AuthSession, AuthSession.user_id == User.id)
             .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id")),
         )
-        self._supabase_user = _Statement(
+        self._supabase_user = DriverStatement(
             engine, select(*user_columns).where(User.supabase_id == bindparam("supabase_id"))
         )
-        self._touch = _Statement(
+        self._touch = DriverStatement(
             engine,
             update(AuthSession).where(AuthSession.id == bindparam("session_id")).values(last_used_at=bindparam("now")),
         )
 
-    async def _raw(self, statement: _Statement, params: dict[str, Any], *, fetch: bool) -> Sequence[Any] | None:
-        """One statement on a pooled asyncpg connection, outside any transaction: a pool checkout, one round
-        trip and a check-in (no ``Connection`` object, no ``BEGIN``, no result processing).
-
-        SQLAlchemy's disconnect handling does not see a driver call, so it is done here as SQLAlchemy would: a
-        lost connection is invalidated and the pool replaced (every pooled connection died with the server or
-        the network), and the caller gets 503 ``database_unavailable``. A connection whose statement did not
-        finish (an error, or the request cancelled mid-statement) is closed, never handed to another request.
-        """
-        connection = await self.engine.raw_connection()
-        finished = False
-        try:
-            driver = connection.driver_connection
-            assert driver is not None
-            if fetch:
+    async def _fetch_row(self, statement: DriverStatement, params: dict[str, Any]) -> Sequence[Any] | None:
+        if self.raw:
+            async with driver_connection(self.engine) as driver:
                 record: Sequence[Any] | None = await driver.fetchrow(statement.sql, *statement.args(params))
-            else:
-                await driver.execute(statement.sql, *statement.args(params))
-                record = None
-            finished = True
-            return record
-        except DISCONNECTS as exc:
-            await self.engine.dispose(close=False)
-            raise DatabaseUnavailable(headers={"Retry-After": "5"}) from exc
-        finally:
-            # Check-in and invalidation may close a driver connection, which SQLAlchemy runs in a greenlet.
-            if finished:
-                await greenlet_spawn(connection.close)
-            else:
-                await asyncio.shield(greenlet_spawn(connection.invalidate))
-
-    async def _fetch_row(self, statement: _Statement, params: dict[str, Any]) -> Sequence[Any] | None:
-        if statement.raw:
-            return await self._raw(statement, params, fetch=True)
+                return record
         async with self.engine.connect() as connection:
             connection = await connection.execution_options(**SQLITE_READ)
             return (await connection.execute(statement.statement, params)).one_or_none()
@@ -143,8 +88,9 @@ class IdentityStore:
     async def touch_session(self, session_id: uuid.UUID, now: datetime) -> None:
         """``last_used_at = now``: one statement, committed at once (it is bookkeeping, not the request's work)."""
         params = {"session_id": session_id, "now": now}
-        if self._touch.raw:
-            await self._raw(self._touch, params, fetch=False)
+        if self.raw:
+            async with driver_connection(self.engine) as driver:
+                await driver.execute(self._touch.sql, *self._touch.args(params))
             return
         async with self.engine.begin() as connection:
             await connection.execute(self._touch.statement, params)
