@@ -51,16 +51,16 @@ class IdentityStore:
         self.raw = uses_driver(engine)
         user_columns = [User.__table__.c[name] for name in USER_COLUMNS]
         self._session_user = DriverStatement(
-            engine,
+            engine.dialect,
             select(*user_columns, AuthSession.revoked_at, AuthSession.expires_at, AuthSession.last_used_at)
             .join(AuthSession, AuthSession.user_id == User.id)
             .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id")),
         )
         self._supabase_user = DriverStatement(
-            engine, select(*user_columns).where(User.supabase_id == bindparam("supabase_id"))
+            engine.dialect, select(*user_columns).where(User.supabase_id == bindparam("supabase_id"))
         )
         self._touch = DriverStatement(
-            engine,
+            engine.dialect,
             update(AuthSession).where(AuthSession.id == bindparam("session_id")).values(last_used_at=bindparam("now")),
         )
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -37,11 +38,11 @@ def uses_driver(engine: AsyncEngine) -> bool:
 
 
 class DriverStatement:
-    """A SQLAlchemy statement compiled once for the engine's dialect, with its parameters in driver order."""
+    """A SQLAlchemy statement compiled once for a dialect, with its parameters in driver order."""
 
-    def __init__(self, engine: AsyncEngine, statement: Executable) -> None:
+    def __init__(self, dialect: Dialect, statement: Executable) -> None:
         self.statement = statement
-        self._compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=engine.dialect))
+        self._compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
         self.sql = str(self._compiled)
         self._order: Sequence[str] = self._compiled.positiontup or ()
         # Values the statement carries itself (literals SQLAlchemy bound, e.g. a constant column value).
