@@ -181,3 +181,13 @@ class TestNoSecrets:
                 session, "test.event", details={"password": "p", "refresh_token": "r", "email": "e@x.io"}
             )
         assert event.details == {"password": "[redacted]", "refresh_token": "[redacted]", "email": "e@x.io"}
+
+    async def test_record_on_a_core_connection(self, app: FastAPI) -> None:
+        """record() also writes through a Core connection, in its transaction."""
+        async with app.state.engine.begin() as connection:
+            await audit_service.record(connection, "test.core", details={"token": "t", "n": 1})
+        async with app.state.engine.connect() as connection:
+            await audit_service.record(connection, "test.rolled_back")
+            await connection.rollback()
+        events = await all_events(app)
+        assert [(e.action, e.details) for e in events] == [("test.core", {"token": "[redacted]", "n": 1})]
