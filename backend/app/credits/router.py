@@ -58,14 +58,14 @@ async def spend(
     user: CurrentUser,
     request: Request,
     response: Response,
-    session: SessionDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CreditSpendRead:
     """Spend credits: 402 ``insufficient_credits`` changes nothing; a repeated ``Idempotency-Key`` returns the
     first answer (header ``Idempotent-Replayed: true``) without charging again; 409 ``idempotency_key_reused``
     when the key came with another amount or reason."""
+    # No request session: the spend commits on its own, on PostgreSQL as one statement (docs/CREDITS.md).
     result = await credit_service.spend_credits(
-        session,
+        request.app.state.engine,
         user_id=user.id,
         amount=body.amount,
         reason=body.reason,

@@ -1,22 +1,31 @@
 """Credits: the balance on the profile and the ledger that explains it.
 
 Every change of a balance is one conditional ``UPDATE profiles ... RETURNING credits`` (never read-modify-write)
-plus exactly one ledger row, in the same transaction. A failing condition writes nothing.
+plus exactly one ledger row and its audit event, in the same transaction. A failing condition writes nothing.
+
+A spend, the hot path, does not use the request's ORM session: on PostgreSQL it is one statement on a pooled
+asyncpg connection (see ``spend_credits`` and docs/CREDITS.md); admin adjustments stay in the request's session.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+import asyncpg
+from sqlalchemy import Integer, Select, String, Table, Uuid, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.audit import service as audit
+from app.core.db import UTCDateTime, new_id, utcnow
+from app.core.driver import DriverStatement, driver_connection, uses_driver
 from app.credits.exceptions import (
     BalanceLimitError,
     CreditProfileNotFoundError,
@@ -86,19 +95,15 @@ def _fingerprint(*, amount: int, reason: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-async def _find_by_key(session: AsyncSession, *, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
-    return await session.scalar(
-        select(CreditTransaction).where(CreditTransaction.user_id == user_id, CreditTransaction.idempotency_key == key)
-    )
-
-
-def _replay(transaction: CreditTransaction, fingerprint: str) -> SpendResult:
+def _replay(transaction: CreditTransaction, fingerprint: str | None) -> SpendResult:
     if transaction.request_hash != fingerprint:
         raise IdempotencyKeyReusedError()
     return SpendResult(transaction=transaction, replayed=True)
 
 
-async def _audit(session: AsyncSession, action: str, transaction: CreditTransaction, *, ip_address: str | None) -> None:
+async def _audit(
+    session: AsyncSession | AsyncConnection, action: str, transaction: CreditTransaction, *, ip_address: str | None
+) -> None:
     details = {
         "transaction_id": str(transaction.id),
         "amount": transaction.amount,  # signed, as in the ledger
@@ -115,8 +120,163 @@ async def _audit(session: AsyncSession, action: str, transaction: CreditTransact
     )
 
 
+# --- spending -------------------------------------------------------------------------------------------------
+#
+# The statements are built once with named parameters. A spend's parameters: user_id, amount (positive),
+# reason, idempotency_key and request_hash (both None without a key), ip_address, and the new ledger row's
+# transaction_id and time (now).
+
+_LEDGER = cast(Table, CreditTransaction.__table__)
+_LEDGER_COLUMNS = tuple(_LEDGER.columns.keys())
+_LEDGER_INSERT = insert(_LEDGER)
+_KEY_CONSTRAINT = "uq_credit_transactions_user_id_idempotency_key"
+
+_USER_ID = bindparam("user_id", type_=Uuid)
+_AMOUNT = bindparam("amount", type_=Integer)
+_NOW = bindparam("now", type_=UTCDateTime)
+
+_TAKE = (
+    update(Profile)
+    .where(Profile.id == _USER_ID, Profile.credits >= _AMOUNT)
+    .values(credits=Profile.credits - _AMOUNT, updated_at=_NOW)
+    .returning(Profile.credits)
+)
+"""The conditional UPDATE of a spend: no row back means too few credits (or no profile), and nothing changed."""
+
+_FIND = select(_LEDGER).where(
+    _LEDGER.c.user_id == _USER_ID, _LEDGER.c.idempotency_key == bindparam("idempotency_key", type_=String)
+)
+
+
+def _spend_statement() -> Select[Any]:
+    """PostgreSQL: the whole spend as one statement, atomic on its own (no BEGIN/COMMIT round trips).
+
+    ``WITH profile AS (UPDATE profiles ... RETURNING credits), ledger AS (INSERT INTO credit_transactions ...
+    SELECT ... FROM profile RETURNING *), event AS (INSERT INTO audit_events ... SELECT ... FROM ledger)
+    SELECT * FROM ledger``: the ledger row is inserted only from the row the UPDATE returned and the audit event
+    only from the ledger row, so too few credits write nothing and return no row. If any part fails (the same
+    Idempotency-Key committed first: a unique violation) the whole statement is undone, UPDATE included.
+    """
+    profile = _TAKE.cte("profile")
+    ledger_row = select(
+        bindparam("transaction_id", type_=Uuid),
+        _USER_ID,
+        -_AMOUNT,
+        profile.c.credits,
+        bindparam("reason", type_=String),
+        _USER_ID,  # actor_id: the user spends
+        bindparam("idempotency_key", type_=String),
+        bindparam("request_hash", type_=String),
+        _NOW,
+    )
+    ledger = insert(_LEDGER).from_select(_LEDGER_COLUMNS, ledger_row).returning(*_LEDGER.c).cte("ledger")
+    event = audit.insert_from(
+        ledger,
+        "credits.spent",
+        actor_id=ledger.c.actor_id,
+        subject_user_id=ledger.c.user_id,
+        ip_address=bindparam("ip_address", type_=String),
+        details={  # as _audit() writes them
+            "transaction_id": ledger.c.id,
+            "amount": ledger.c.amount,
+            "balance_after": ledger.c.balance_after,
+            "reason": ledger.c.reason,
+        },
+        created_at=ledger.c.created_at,
+    ).cte("event")
+    return select(ledger).add_cte(event)
+
+
+class _KeyTaken(Exception):
+    """The ledger insert collided with the same Idempotency-Key, committed first: nothing was changed."""
+
+
+_ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # compiles the statements below once, at import
+
+
+class _PostgresLedger:
+    """PostgreSQL: statements on a pooled asyncpg connection outside any transaction (app/core/driver.py), so
+    each commits on its own; the spend is one statement. No SQLAlchemy execution layer, no ORM: through them the
+    spend cost more CPU than the rest of its request (docs/CREDITS.md)."""
+
+    _spend = DriverStatement(_ASYNCPG, _spend_statement())
+    _find = DriverStatement(_ASYNCPG, _FIND)
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, engine: AsyncEngine) -> AsyncIterator[_PostgresLedger]:
+        async with driver_connection(engine) as driver:  # lost connection: 503, cancelled: not reused
+            yield cls(driver)
+
+    async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
+        row = await self._driver.fetchrow(
+            self._find.sql, *self._find.args({"user_id": user_id, "idempotency_key": key})
+        )
+        return None if row is None else CreditTransaction(**dict(row))
+
+    async def spend(self, params: dict[str, Any]) -> CreditTransaction | None:
+        try:
+            row = await self._driver.fetchrow(self._spend.sql, *self._spend.args(params))
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != _KEY_CONSTRAINT:
+                raise
+            raise _KeyTaken() from exc
+        return None if row is None else CreditTransaction(**dict(row))
+
+
+class _CoreLedger:
+    """SQLAlchemy Core statements in one transaction: the conditional UPDATE, the ledger insert, audit.record().
+
+    For SQLite, which has no data-modifying CTEs. ``BEGIN IMMEDIATE`` (app/core/db.py) holds the database's
+    write lock from the key lookup to the commit; the savepoint and the unique key still decide a race on a
+    database without one.
+    """
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, engine: AsyncEngine) -> AsyncIterator[_CoreLedger]:
+        async with engine.begin() as connection:
+            yield cls(connection)
+
+    async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
+        row = (await self._connection.execute(_FIND, {"user_id": user_id, "idempotency_key": key})).one_or_none()
+        return None if row is None else CreditTransaction(**row._asdict())
+
+    async def spend(self, params: dict[str, Any]) -> CreditTransaction | None:
+        try:
+            async with self._connection.begin_nested():
+                balance = (await self._connection.execute(_TAKE, params)).scalar_one_or_none()
+                if balance is None:
+                    return None
+                transaction = CreditTransaction(
+                    id=params["transaction_id"],
+                    user_id=params["user_id"],
+                    amount=-params["amount"],
+                    balance_after=balance,
+                    reason=params["reason"],
+                    actor_id=params["user_id"],
+                    idempotency_key=params["idempotency_key"],
+                    request_hash=params["request_hash"],
+                    created_at=params["now"],
+                )
+                values = {name: getattr(transaction, name) for name in _LEDGER_COLUMNS}
+                await self._connection.execute(_LEDGER_INSERT, values)
+                await _audit(self._connection, "credits.spent", transaction, ip_address=params["ip_address"])
+        except IntegrityError as exc:
+            if params["idempotency_key"] is None or "idempotency_key" not in str(exc.orig):
+                raise
+            raise _KeyTaken() from exc
+        return transaction
+
+
 async def spend_credits(
-    session: AsyncSession,
+    engine: AsyncEngine,
     *,
     user_id: uuid.UUID,
     amount: int,
@@ -128,42 +288,40 @@ async def spend_credits(
     is no profile. With an ``idempotency_key`` the first answer for that key is returned again, without a second
     charge, however many requests carry it at once; the key with another amount or reason is
     IdempotencyKeyReusedError.
+
+    The spend commits on its own, before this returns, in no caller's transaction (hence an engine, not a
+    session): on PostgreSQL one statement, elsewhere one transaction (_PostgresLedger, _CoreLedger).
     """
-    fingerprint = _fingerprint(amount=amount, reason=reason)
-    if idempotency_key is not None:
-        earlier = await _find_by_key(session, user_id=user_id, key=idempotency_key)
-        if earlier is not None:
-            return _replay(earlier, fingerprint)
-    # With a key, a concurrent request with the same key may commit first: the ledger insert then collides on
-    # uq(user_id, idempotency_key). The savepoint holds the UPDATE *and* the insert, so rolling it back also
-    # returns the credits this request took.
-    savepoint = session.begin_nested() if idempotency_key is not None else contextlib.nullcontext()
-    try:
-        async with savepoint:
-            balance = await _apply(session, user_id=user_id, amount=-amount)
-            if balance is None:
-                raise InsufficientCreditsError()
-            transaction = CreditTransaction(
-                user_id=user_id,
-                amount=-amount,
-                balance_after=balance,
-                reason=reason,
-                actor_id=user_id,
-                idempotency_key=idempotency_key,
-                request_hash=fingerprint if idempotency_key is not None else None,
-            )
-            session.add(transaction)
-            await session.flush()
-    except (IntegrityError, InsufficientCreditsError):
-        # Either the same key won the race, or it took the last credits first: answer as it did.
-        if idempotency_key is None:
-            raise
-        earlier = await _find_by_key(session, user_id=user_id, key=idempotency_key)
-        if earlier is None:
-            raise
-        return _replay(earlier, fingerprint)
-    await _audit(session, "credits.spent", transaction, ip_address=ip_address)
-    return SpendResult(transaction=transaction, replayed=False)
+    fingerprint = _fingerprint(amount=amount, reason=reason) if idempotency_key is not None else None
+    params = {
+        "user_id": user_id,
+        "amount": amount,
+        "reason": reason,
+        "idempotency_key": idempotency_key,
+        "request_hash": fingerprint,
+        "ip_address": ip_address,
+        "transaction_id": new_id(),
+        "now": utcnow(),
+    }
+    kind = _PostgresLedger if uses_driver(engine) else _CoreLedger
+    async with kind.open(engine) as ledger:
+        if idempotency_key is not None:  # the common retry: answered from the first request's row
+            earlier = await ledger.find(user_id, idempotency_key)
+            if earlier is not None:
+                return _replay(earlier, fingerprint)
+        try:
+            transaction = await ledger.spend(params)
+        except _KeyTaken:
+            transaction = None
+        if transaction is not None:
+            return SpendResult(transaction=transaction, replayed=False)
+        if idempotency_key is not None:
+            # The same key was committed between the lookup and the insert, or it took the last credits first:
+            # answer as that request did.
+            earlier = await ledger.find(user_id, idempotency_key)
+            if earlier is not None:
+                return _replay(earlier, fingerprint)
+        raise InsufficientCreditsError()
 
 
 async def adjust_credits(

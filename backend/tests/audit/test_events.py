@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import String, Uuid, literal, select
 
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent
+from app.core.db import UTCDateTime, utcnow
 from app.users.models import User
+from tests.conftest import requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
 
 pytestmark = pytest.mark.asyncio
@@ -183,7 +186,7 @@ class TestNoSecrets:
         assert event.details == {"password": "[redacted]", "refresh_token": "[redacted]", "email": "e@x.io"}
 
     async def test_record_on_a_core_connection(self, app: FastAPI) -> None:
-        """record() also writes through a Core connection, in its transaction."""
+        """record() also writes through a Core connection, in its transaction (a spend on SQLite does)."""
         async with app.state.engine.begin() as connection:
             await audit_service.record(connection, "test.core", details={"token": "t", "n": 1})
         async with app.state.engine.connect() as connection:
@@ -191,3 +194,28 @@ class TestNoSecrets:
             await connection.rollback()
         events = await all_events(app)
         assert [(e.action, e.details) for e in events] == [("test.core", {"token": "[redacted]", "n": 1})]
+
+    @requires_postgres()
+    async def test_insert_from_redacts_secret_keys(self, app: FastAPI) -> None:
+        """The event a single statement writes (insert_from, PostgreSQL) follows record()'s rules."""
+        user_id = uuid.uuid4()
+        rows = select(literal(user_id, Uuid).label("user_id")).cte("rows")
+        statement = audit_service.insert_from(
+            rows,
+            "test.statement",
+            actor_id=rows.c.user_id,
+            subject_user_id=rows.c.user_id,
+            ip_address=literal("10.0.0.3", String),
+            details={"password": literal("p", String), "email": literal("e@x.io", String), "n": literal(2)},
+            created_at=literal(utcnow(), UTCDateTime),
+        )
+        async with app.state.engine.begin() as connection:
+            await connection.execute(statement)
+        (event,) = await all_events(app)
+        assert (event.action, event.actor_id, event.subject_user_id, event.ip_address) == (
+            "test.statement",
+            user_id,
+            user_id,
+            "10.0.0.3",
+        )
+        assert event.details == {"password": "[redacted]", "email": "e@x.io", "n": 2}
