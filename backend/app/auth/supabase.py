@@ -191,6 +191,8 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
 async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> User:
     """The token's email belongs to an account of its own: link it only on a verified email, else 409."""
     existing = await user_service.find_user_by_email(session, identity.local_email)
+    if existing is not None and existing.supabase_id == identity.user_id:
+        return existing  # a concurrent first request of the same Supabase user linked it a moment ago
     if existing is None or existing.supabase_id is not None or not identity.email_verified:
         raise AccountExistsError()
     # An own account whose email was never verified may have been registered by someone else ahead of the
