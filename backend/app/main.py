@@ -18,6 +18,7 @@ from app.core.body_limit import BodyLimitMiddleware
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
+from app.core.heap import settle_heap
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
         try:
             await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
+            if settings.GC_TUNING:
+                settle_heap()  # after start-up: what exists now is never walked by the collector again
             yield
         finally:
             if app.state.jwks is not None:

