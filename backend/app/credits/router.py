@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
-from app.auth.dependencies import CurrentUser, client_ip, current_user
+from app.auth.dependencies import CurrentUser, client_ip
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
@@ -17,7 +17,7 @@ from app.credits.schemas import (
     CreditTransactionRead,
 )
 
-router = APIRouter(prefix="/credits", tags=["credits"], dependencies=[Depends(current_user)])
+router = APIRouter(prefix="/credits", tags=["credits"])
 
 IdempotencyKey = Annotated[
     str | None,

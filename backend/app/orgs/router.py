@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from app.audit.schemas import AuditEventRead
-from app.auth.dependencies import CurrentUser, SettingsDep, client_ip, current_user
+from app.auth.dependencies import CurrentUser, SettingsDep, client_ip
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
@@ -30,8 +30,8 @@ from app.orgs.schemas import (
     TransferOwnership,
 )
 
-router = APIRouter(prefix="/organizations", tags=["organizations"], dependencies=[Depends(current_user)])
-invitations_router = APIRouter(prefix="/invitations", tags=["organizations"], dependencies=[Depends(current_user)])
+router = APIRouter(prefix="/organizations", tags=["organizations"])
+invitations_router = APIRouter(prefix="/invitations", tags=["organizations"])
 
 
 @router.post(
