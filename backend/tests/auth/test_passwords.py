@@ -76,3 +76,20 @@ class TestHashing:
         results = await asyncio.gather(*logins)
         assert all(r.status_code == 200 for r in results)
         assert pending > 0, "every login finished before /health/live answered: hashing blocked the loop"
+
+
+class TestHashConcurrency:
+    """At most one hash in flight per CPU the process may use: two 64 MiB hashes sharing a core run slower
+    together than one after the other (login throughput, docs/SCALING.md)."""
+
+    def test_counts_the_cpus_of_the_process_affinity(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+        assert security.usable_cpus() == 1
+        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+        assert security.usable_cpus() == 3
+
+    def test_limiter_is_sized_to_them(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {5}, raising=False)
+        monkeypatch.setattr(security.os, "cpu_count", lambda: 64)
+        monkeypatch.setattr(security, "_hash_limiter", None)
+        assert security._limiter().total_tokens == 1
