@@ -16,8 +16,8 @@ from app.auth.dependencies import (
     Principal,
     SettingsDep,
     client_ip,
-    current_principal,
     oauth2_scheme,
+    resolve_principal,
 )
 from app.auth.exceptions import (
     InvalidCredentialsError,
@@ -139,7 +139,7 @@ async def optional_principal(
     request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> Principal | None:
     """The caller when an access token is sent (an invalid one is still a 401), else None."""
-    return await current_principal(request, token) if token else None
+    return await resolve_principal(request, token) if token else None
 
 
 @router.post(

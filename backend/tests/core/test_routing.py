@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route
 
 from app.api import API_ROUTERS
-from app.core.routing import include_flat
+from app.core.routing import PrefixCheckedRoute, include_flat
 
 
 @pytest.mark.asyncio
@@ -19,9 +22,32 @@ async def test_every_route_is_on_the_app_itself(app: FastAPI) -> None:
         for route in router.routes:
             assert isinstance(route, APIRoute)
             assert (prefix + route.path, frozenset(route.methods)) in own
-    # Only the app's own route types: no included-router wrapper is walked per request.
-    assert {type(r).__module__.split(".")[0] for r in app.router.routes} <= {"fastapi", "starlette"}
-    assert all(type(r).__name__ in {"APIRoute", "Route", "Mount"} for r in app.router.routes)
+    # Only plain route types: no included-router wrapper is walked per request.
+    assert all(type(r) in {APIRoute, PrefixCheckedRoute, Route, Mount} for r in app.router.routes)
+    api = [r for r in app.router.routes if isinstance(r, APIRoute) and r.path.startswith(prefix)]
+    assert api and all(type(r) is PrefixCheckedRoute for r in api)
+
+
+def _sample_paths(app: FastAPI) -> set[str]:
+    """Each route's path with its parameters filled in, and near misses around it."""
+    paths: set[str] = {"/", "/api", "/api/v1", "/api/v1/", "/nope"}
+    for route in app.router.routes:
+        filled = re.sub(r"\{[^}]+\}", "3fa85f64-5717-4562-b3fc-2c963f66afa6", getattr(route, "path", "/"))
+        paths |= {filled, filled + "/", filled + "/extra", filled[:-1], filled.upper()}
+    return paths
+
+
+def test_the_prefix_check_matches_exactly_what_the_full_matcher_matches(app: FastAPI) -> None:
+    routes = [r for r in app.router.routes if isinstance(r, PrefixCheckedRoute)]
+    checked = 0
+    for path in _sample_paths(app):
+        for root_path in ("", "/behind-proxy"):
+            for method in ("GET", "POST", "DELETE"):
+                scope = {"type": "http", "method": method, "path": root_path + path, "root_path": root_path}
+                for route in routes:
+                    assert route.matches(dict(scope)) == APIRoute.matches(route, dict(scope)), (route.path, scope)
+                    checked += 1
+    assert checked > 10_000
 
 
 @pytest.mark.asyncio

@@ -15,6 +15,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from app.auth.dependencies import current_user
+
 PUBLIC = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/token"),
@@ -57,3 +59,12 @@ async def test_every_other_operation_refuses_a_request_without_a_token(app: Fast
         assert response.status_code == 401, (method, path, response.status_code, response.text)
         assert response.headers["www-authenticate"] == "Bearer", (method, path)
         assert response.json()["code"], (method, path)
+
+
+def test_the_caller_is_one_dependency_documented_as_the_one_bearer_scheme(app: FastAPI) -> None:
+    # The bearer scheme resolves the caller itself (app/auth/dependencies.py): FastAPI solves no second level.
+    me = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/api/v1/users/me" and "GET" in r.methods)
+    (caller,) = me.dependant.dependencies
+    assert caller.call is current_user
+    assert caller.dependencies == []
+    assert list(app.openapi()["components"]["securitySchemes"]) == ["OAuth2PasswordBearer"]
