@@ -17,6 +17,7 @@ from app.auth.supabase import create_jwks_client
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import install_docs
+from app.core.driver import Driver
 from app.core.errors import install_error_handlers
 from app.core.heap import settle_heap
 from app.core.logging import configure_logging
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.identity = IdentityStore(engine)  # the per-request caller lookups (app/auth/identity.py)
+        driver = app.state.driver = await Driver.create(engine, settings)  # hot-path statements (core/driver.py)
+        app.state.identity = IdentityStore(engine, driver)  # the per-request caller lookups (app/auth/identity.py)
         app.state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
         try:
             await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if app.state.jwks is not None:
                 await app.state.jwks.aclose()
             await app.state.rate_limiter.aclose()
+            if driver is not None:
+                await driver.close()
             await engine.dispose()
 
     app = FastAPI(

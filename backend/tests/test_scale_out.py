@@ -184,7 +184,8 @@ class TestProfileAcrossInstances:
 
 
 class TestIdleConnectionPing:
-    """The pool pings only connections that sat idle (app/core/db.py); a dead one is replaced unseen."""
+    """Connections that sat idle are checked (the engine pings them) or closed (the driver pool, app/core/driver.py)
+    before a request would see them: one killed while idle is replaced unseen."""
 
     @pytest.mark.asyncio
     async def test_connection_killed_while_idle_is_replaced(self, make_app, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,16 +193,22 @@ class TestIdleConnectionPing:
         from tests.conftest import client_for
         from tests.factories import create_user
 
-        application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0)
+        monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.3)  # idle after 0.3 s instead of 10 s
+        application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0, DATABASE_DRIVER_POOL_SIZE=1)
         user = await create_user(application)
         async with client_for(application) as client:
-            assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
+            for path in ("/api/v1/users/me", "/api/v1/profile"):  # the driver pool's lookup; the engine's session
+                assert (await client.get(path, headers=user.headers)).status_code == 200
             async with application.state.engine.connect() as connection:
-                pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+                engine_pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            async with application.state.driver.connection() as connection:
+                driver_pid = await connection.fetchval("SELECT pg_backend_pid()")
             killer = await asyncpg.connect(application.state.settings.DATABASE_URL.replace("+asyncpg", ""))
             try:
-                assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+                for pid in (engine_pid, driver_pid):
+                    assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
             finally:
                 await killer.close()
-            monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)  # the pooled connection now counts as idle
-            assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200
+            await asyncio.sleep(0.8)  # both now count as idle
+            for path in ("/api/v1/users/me", "/api/v1/profile"):
+                assert (await client.get(path, headers=user.headers)).status_code == 200, path

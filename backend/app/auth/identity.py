@@ -5,8 +5,8 @@ that must be fresh on every request: that is what makes revocation immediate on 
 request's ORM session it cost the ORM's unit of work plus ``BEGIN`` and ``COMMIT`` round trips, most of a
 cheap request (docs/SCALING.md). Here each lookup is one statement, built and compiled once:
 
-- on PostgreSQL it runs on the pooled asyncpg connection itself, outside any transaction (one round trip,
-  no ORM, no ``BEGIN``/``COMMIT``);
+- on PostgreSQL it runs on a connection of the app's asyncpg pool (app/core/driver.py), outside any
+  transaction (one round trip, no ORM, no ``BEGIN``/``COMMIT``);
 - on SQLite (the embedded development database) through SQLAlchemy Core in a deferred read transaction.
 
 The ``User`` handed to the endpoint is built from that row and *detached*: reading it needs no session.
@@ -27,7 +27,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.instrumentation import manager_of_class
 
 from app.auth.models import AuthSession
-from app.core.driver import DriverStatement, driver_connection, uses_driver
+from app.core.driver import Driver, DriverStatement
 from app.users.models import User
 
 USER_COLUMNS = tuple(User.__table__.columns.keys())
@@ -46,9 +46,9 @@ class SessionState:
 class IdentityStore:
     """The caller lookups of one engine (``app.state.identity``, made in the lifespan)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, driver: Driver | None = None) -> None:
         self.engine = engine
-        self.raw = uses_driver(engine)
+        self.driver = driver
         user_columns = [User.__table__.c[name] for name in USER_COLUMNS]
         self._session_user = DriverStatement(
             engine.dialect,
@@ -65,9 +65,9 @@ class IdentityStore:
         )
 
     async def _fetch_row(self, statement: DriverStatement, params: dict[str, Any]) -> Sequence[Any] | None:
-        if self.raw:
-            async with driver_connection(self.engine) as driver:
-                record: Sequence[Any] | None = await driver.fetchrow(statement.sql, *statement.args(params))
+        if self.driver is not None:
+            async with self.driver.connection() as connection:
+                record: Sequence[Any] | None = await connection.fetchrow(statement.sql, *statement.args(params))
                 return record
         async with self.engine.connect() as connection:
             connection = await connection.execution_options(**SQLITE_READ)
@@ -88,9 +88,9 @@ class IdentityStore:
     async def touch_session(self, session_id: uuid.UUID, now: datetime) -> None:
         """``last_used_at = now``: one statement, committed at once (it is bookkeeping, not the request's work)."""
         params = {"session_id": session_id, "now": now}
-        if self.raw:
-            async with driver_connection(self.engine) as driver:
-                await driver.execute(self._touch.sql, *self._touch.args(params))
+        if self.driver is not None:
+            async with self.driver.connection() as connection:
+                await connection.execute(self._touch.sql, *self._touch.args(params))
             return
         async with self.engine.begin() as connection:
             await connection.execute(self._touch.statement, params)

@@ -132,7 +132,7 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         gate = self._turn_gate()
         if gate is not None:
             try:
-                await_(gate.acquire() if not gate.locked() else _acquire_within(gate, self._timeout))
+                await_(gate.acquire() if not gate.locked() else take_turn(gate, self._timeout))
             except TimeoutError:
                 raise PoolTimeoutError(
                     f"QueuePool limit of size {self.size()} overflow {self._max_overflow} reached, "
@@ -154,7 +154,13 @@ class FairQueuePool(AsyncAdaptedQueuePool):
                 self._turns.release()
 
 
-async def _acquire_within(gate: asyncio.Semaphore, seconds: float) -> None:
+async def take_turn(gate: asyncio.Semaphore, seconds: float) -> None:
+    """A FIFO turn for a pooled connection (``asyncio.Semaphore`` queues new arrivals behind the waiters), or
+    TimeoutError after ``seconds``. Used by both pools: neither hands a returned connection to a newcomer ahead
+    of a request already waiting (FairQueuePool, app/core/driver.py)."""
+    if not gate.locked():
+        await gate.acquire()  # free: taken without suspending
+        return
     # asyncio.timeout() arms one timer on the running task; wait_for() would wrap the wait in a new task
     # (about 5 % of a request's CPU under load, when every checkout waits).
     async with asyncio.timeout(seconds):
@@ -170,6 +176,21 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
 
 
+def connect_args(settings: Settings, *, driver: bool = False) -> dict[str, Any]:
+    """asyncpg's connect arguments: for the engine's dialect, or (``driver``) for asyncpg.create_pool."""
+    args: dict[str, Any] = {
+        "timeout": settings.DATABASE_CONNECT_TIMEOUT,
+        "server_settings": {"application_name": "organizations-api"},
+    }
+    if settings.DATABASE_PGBOUNCER:
+        # Transaction-mode poolers cannot keep prepared statements (see docs/SCALING.md).
+        args["statement_cache_size"] = 0
+        if not driver:  # SQLAlchemy's own statement cache and names
+            args["prepared_statement_cache_size"] = 0
+            args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+    return args
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.DATABASE_URL
     if url.startswith("sqlite"):
@@ -180,17 +201,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    connect_args: dict[str, Any] = {
-        "timeout": settings.DATABASE_CONNECT_TIMEOUT,
-        "server_settings": {"application_name": "organizations-api"},
-    }
-    if settings.DATABASE_PGBOUNCER:
-        # Transaction-mode poolers cannot keep prepared statements (see docs/SCALING.md).
-        connect_args.update(
-            statement_cache_size=0,
-            prepared_statement_cache_size=0,
-            prepared_statement_name_func=lambda: f"__asyncpg_{uuid.uuid4()}__",
-        )
     engine = create_async_engine(
         url,
         echo=settings.DATABASE_ECHO,
@@ -200,7 +210,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.DATABASE_POOL_TIMEOUT,
         pool_recycle=1800,
         poolclass=FairQueuePool,
-        connect_args=connect_args,
+        connect_args=connect_args(settings),
     )
     _install_idle_ping(engine)
     return engine

@@ -1,15 +1,18 @@
-"""Statements run on the pooled asyncpg connection itself: the hot paths' way past SQLAlchemy's execution layer.
+"""Statements run on asyncpg directly: the hot paths' way past SQLAlchemy's execution layer and pool.
 
 The caller's lookup (app/auth/identity.py) and a credit spend (app/credits/service.py) are single statements
 that need no ORM and no transaction of the request's. Through SQLAlchemy each cost about as much CPU as the
 rest of its request (docs/SCALING.md); here a statement is built with SQLAlchemy once, compiled once for
-asyncpg, and each request pays a pool checkout, one round trip and a check-in. Outside a transaction every
-statement commits on its own. PostgreSQL only: other databases keep the Core/ORM path.
+asyncpg, and run on a connection of the app's own small asyncpg pool (``Driver``, ``app.state.driver``):
+acquiring and releasing one costs a fraction of a checkout from SQLAlchemy's pool, which runs its
+synchronous pool code in a greenlet twice per use. Outside a transaction every statement commits on its own.
+PostgreSQL only: other databases keep the Core/ORM path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -19,9 +22,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util.concurrency import greenlet_spawn
 
+from app.core import db
 from app.core.errors import DatabaseUnavailable
+from app.core.settings import Settings
 
 DISCONNECTS = (
     asyncpg.InterfaceError,  # "connection is closed"
@@ -31,10 +35,6 @@ DISCONNECTS = (
     TimeoutError,
 )
 """What a driver call raises when the connection, not the statement, failed."""
-
-
-def uses_driver(engine: AsyncEngine) -> bool:
-    return engine.dialect.driver == "asyncpg"
 
 
 class DriverStatement:
@@ -56,33 +56,82 @@ class DriverStatement:
         return [params[name] if name in params else constants[name] for name in self._order]
 
 
-@asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection, outside any transaction, for the duration of the block.
+logger = logging.getLogger("app.db")
 
-    SQLAlchemy's disconnect handling does not see driver calls, so it is done here as SQLAlchemy would: a lost
-    connection is invalidated and the pool replaced (every pooled connection died with the server or the
-    network), and the request answers 503 ``database_unavailable``. A connection whose statement may not have
-    finished (the request cancelled mid-statement) is closed, never handed to another request; one that
-    reported an SQL error is fine and goes back to the pool.
+_RETRY = {"Retry-After": "5"}
+
+
+async def _keep_session_state(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``...: a round trip per use). These
+    statements change no session state; asyncpg still rolls back a transaction left open."""
+
+
+class Driver:
+    """The asyncpg pool of the hot-path statements, next to the engine's (PostgreSQL only).
+
+    Connections open on demand, at most ``DATABASE_DRIVER_POOL_SIZE``, with the engine's connect arguments
+    (timeouts, ``application_name``, no statement caches behind a transaction-mode pooler); one idle for over
+    PING_IDLE_SECONDS is closed, so a connection dropped while idle (database restart, pooler or firewall
+    timeout) is never handed to a request. Waiting requests are served first come, first served.
     """
-    connection = await engine.raw_connection()
-    healthy = False
-    try:
-        driver = connection.driver_connection
-        assert driver is not None
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
+        self.pool = pool
+        self._timeout = acquire_timeout
+        # asyncpg's pool queue lets a newcomer take a just-released connection ahead of the request woken for
+        # it, which then queues again at the end: the p99 of GET /users/me went to 4x its median. A FIFO turn
+        # per connection first, as for the engine's pool (FairQueuePool).
+        self._turns = asyncio.Semaphore(pool.get_max_size())
+
+    @classmethod
+    async def create(cls, engine: AsyncEngine, settings: Settings) -> Driver | None:
+        if engine.dialect.driver != "asyncpg":
+            return None
+        _, url_kwargs = engine.dialect.create_connect_args(engine.url)
+        names = ("host", "port", "user", "password", "database", "ssl")
+        kwargs = {name: url_kwargs[name] for name in names if url_kwargs.get(name) is not None}
+        kwargs.update(db.connect_args(settings, driver=True))
+        pool = await asyncpg.create_pool(
+            min_size=0,
+            max_size=settings.DATABASE_DRIVER_POOL_SIZE,
+            max_inactive_connection_lifetime=db.PING_IDLE_SECONDS,
+            reset=_keep_session_state,
+            **kwargs,
+        )
+        return cls(pool, acquire_timeout=settings.DATABASE_POOL_TIMEOUT)
+
+    async def close(self) -> None:
         try:
-            yield driver
-        except DISCONNECTS as exc:
-            await engine.dispose(close=False)
-            raise DatabaseUnavailable(headers={"Retry-After": "5"}) from exc
-        except Exception:
-            healthy = True
-            raise
-        healthy = True
-    finally:
-        # Check-in and invalidation may close the driver connection, which SQLAlchemy runs in a greenlet.
-        if healthy:
-            await greenlet_spawn(connection.close)
-        else:
-            await asyncio.shield(greenlet_spawn(connection.invalidate))
+            await asyncio.wait_for(self.pool.close(), 10)
+        except TimeoutError:
+            self.pool.terminate()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, outside any transaction, for the duration of the block.
+
+        No connection to be had (the database down, the pool's wait timed out): 503 ``database_unavailable``.
+        A connection lost mid-statement: 503, and every pooled connection is replaced (they most likely died
+        with the server or the network). A connection whose statement was cancelled midway is closed by asyncpg,
+        never handed to another request; one that reported an SQL error is fine and goes back to the pool.
+        """
+        try:
+            await db.take_turn(self._turns, self._timeout)
+        except TimeoutError as exc:
+            logger.warning("no driver connection within %.1f s", self._timeout)
+            raise DatabaseUnavailable(headers=_RETRY) from exc
+        try:
+            try:
+                connection = await self.pool.acquire(timeout=self._timeout)  # a turn means one is free
+            except DISCONNECTS as exc:
+                logger.warning("no driver connection: %s", type(exc).__name__)
+                raise DatabaseUnavailable(headers=_RETRY) from exc
+            try:
+                yield cast(asyncpg.Connection, connection)
+            except DISCONNECTS as exc:
+                await self.pool.expire_connections()
+                raise DatabaseUnavailable(headers=_RETRY) from exc
+            finally:
+                await self.pool.release(connection)  # shielded by asyncpg: a cancelled request still releases
+        finally:
+            self._turns.release()

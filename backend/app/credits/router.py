@@ -66,6 +66,7 @@ async def spend(
     # No request session: the spend commits on its own, on PostgreSQL as one statement (docs/CREDITS.md).
     result = await credit_service.spend_credits(
         request.app.state.engine,
+        request.app.state.driver,
         user_id=user.id,
         amount=body.amount,
         reason=body.reason,

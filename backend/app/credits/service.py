@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.audit import service as audit
 from app.core.db import UTCDateTime, new_id, utcnow
-from app.core.driver import DriverStatement, driver_connection, uses_driver
+from app.core.driver import Driver, DriverStatement
 from app.credits.exceptions import (
     BalanceLimitError,
     CreditProfileNotFoundError,
@@ -195,9 +195,9 @@ _ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # compiles the 
 
 
 class _PostgresLedger:
-    """PostgreSQL: statements on a pooled asyncpg connection outside any transaction (app/core/driver.py), so
-    each commits on its own; the spend is one statement. No SQLAlchemy execution layer, no ORM: through them the
-    spend cost more CPU than the rest of its request (docs/CREDITS.md)."""
+    """PostgreSQL: statements on a connection of the app's asyncpg pool, outside any transaction
+    (app/core/driver.py), so each commits on its own; the spend is one statement. No SQLAlchemy execution
+    layer, no ORM: through them the spend cost more CPU than the rest of its request (docs/CREDITS.md)."""
 
     _spend = DriverStatement(_ASYNCPG, _spend_statement())
     _find = DriverStatement(_ASYNCPG, _FIND)
@@ -207,9 +207,9 @@ class _PostgresLedger:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, engine: AsyncEngine) -> AsyncIterator[_PostgresLedger]:
-        async with driver_connection(engine) as driver:  # lost connection: 503, cancelled: not reused
-            yield cls(driver)
+    async def open(cls, driver: Driver) -> AsyncIterator[_PostgresLedger]:
+        async with driver.connection() as connection:  # lost connection: 503, cancelled: not reused
+            yield cls(connection)
 
     async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
         row = await self._driver.fetchrow(
@@ -277,6 +277,7 @@ class _CoreLedger:
 
 async def spend_credits(
     engine: AsyncEngine,
+    driver: Driver | None,
     *,
     user_id: uuid.UUID,
     amount: int,
@@ -289,8 +290,9 @@ async def spend_credits(
     charge, however many requests carry it at once; the key with another amount or reason is
     IdempotencyKeyReusedError.
 
-    The spend commits on its own, before this returns, in no caller's transaction (hence an engine, not a
-    session): on PostgreSQL one statement, elsewhere one transaction (_PostgresLedger, _CoreLedger).
+    The spend commits on its own, before this returns, in no caller's transaction (hence an engine and the
+    app's driver pool, not a session): on PostgreSQL one statement on the driver pool, elsewhere one
+    transaction (_PostgresLedger, _CoreLedger).
     """
     fingerprint = _fingerprint(amount=amount, reason=reason) if idempotency_key is not None else None
     params = {
@@ -303,8 +305,10 @@ async def spend_credits(
         "transaction_id": new_id(),
         "now": utcnow(),
     }
-    kind = _PostgresLedger if uses_driver(engine) else _CoreLedger
-    async with kind.open(engine) as ledger:
+    opened: AbstractAsyncContextManager[_PostgresLedger | _CoreLedger] = (
+        _PostgresLedger.open(driver) if driver is not None else _CoreLedger.open(engine)
+    )
+    async with opened as ledger:
         if idempotency_key is not None:  # the common retry: answered from the first request's row
             earlier = await ledger.find(user_id, idempotency_key)
             if earlier is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import event, select, update
 from app.auth.identity import attach, detached_user
 from app.auth.models import AuthSession
 from app.core.db import utcnow
+from app.core.driver import Driver
 from app.users.models import User
 from tests.conftest import AppFactory, client_for, database_kind, requires_postgres
 from tests.factories import create_user
@@ -77,16 +79,34 @@ class TestChangesToTheCaller:
 
 @requires_postgres()
 class TestOneStatement:
-    async def test_users_me_is_one_statement_outside_a_transaction(self, make_app: AppFactory) -> None:
-        """No BEGIN/COMMIT and no ORM round trips for the caller: one SELECT (docs/SCALING.md's query costs)."""
+    async def test_users_me_is_one_statement_outside_a_transaction(
+        self, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No BEGIN/COMMIT and no ORM round trips for the caller: one SELECT on the driver pool, nothing through
+        the engine (docs/SCALING.md's query costs)."""
         app = await make_app()
         queries: list[str] = []
 
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
         @event.listens_for(app.state.engine.sync_engine, "connect")
         def _log(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(lambda record: queries.append(record.query))
+            dbapi_connection.driver_connection.add_query_logger(log)
 
         await app.state.engine.dispose()  # new connections, each with the logger
+        opened = Driver.connection
+
+        @asynccontextmanager
+        async def logged(driver: Driver) -> AsyncIterator[Any]:
+            async with opened(driver) as connection:
+                connection.add_query_logger(log)
+                try:
+                    yield connection
+                finally:
+                    connection.remove_query_logger(log)
+
+        monkeypatch.setattr(Driver, "connection", logged)
         user = await create_user(app)
         await set_last_used(app, user.session_id, utcnow())
         async with client_for(app) as client:

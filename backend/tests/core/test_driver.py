@@ -1,4 +1,4 @@
-"""app/core/driver.py: statements on the pooled asyncpg connection, and what happens to that connection."""
+"""app/core/driver.py: statements on the app's asyncpg pool, and what happens to its connections."""
 
 from __future__ import annotations
 
@@ -9,56 +9,163 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Integer, bindparam, literal, select
 
-from app.core.driver import DriverStatement, driver_connection
-from tests.conftest import requires_postgres
+from app.core.driver import Driver, DriverStatement
+from app.core.errors import DatabaseUnavailable
+from tests.conftest import AppFactory, requires_postgres
 
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
+
+
+def driver_of(app: FastAPI) -> Driver:
+    driver: Driver | None = app.state.driver
+    assert driver is not None
+    return driver
+
+
+async def admin(app: FastAPI) -> asyncpg.Connection:
+    return await asyncpg.connect(app.state.settings.DATABASE_URL.replace("+asyncpg", ""))
 
 
 async def test_arguments_in_driver_order_with_the_statements_own_constants(app: FastAPI) -> None:
     statement = DriverStatement(
         app.state.engine.dialect, select(bindparam("b", type_=Integer), literal("fixed"), bindparam("a", type_=Integer))
     )
-    async with driver_connection(app.state.engine) as driver:
-        row = await driver.fetchrow(statement.sql, *statement.args({"a": 1, "b": 2}))
+    async with driver_of(app).connection() as connection:
+        row = await connection.fetchrow(statement.sql, *statement.args({"a": 1, "b": 2}))
     assert tuple(row) == (2, "fixed", 1)
 
 
+async def test_its_own_small_pool_with_the_engines_connection_settings(make_app: AppFactory) -> None:
+    app = await make_app(DATABASE_DRIVER_POOL_SIZE=3)
+    pool = driver_of(app).pool
+    assert pool.get_max_size() == 3
+    async with driver_of(app).connection() as connection:
+        name = await connection.fetchval("SELECT current_setting('application_name')")
+        in_transaction = connection.is_in_transaction()
+    assert name == "organizations-api"
+    assert not in_transaction  # each statement commits on its own
+
+
+async def test_sqlite_has_no_driver(make_app: AppFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app = await make_app(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/d.db")
+    assert app.state.driver is None
+
+
 async def test_an_sql_error_leaves_the_connection_in_the_pool(app: FastAPI) -> None:
-    engine = app.state.engine
-    pids: list[int] = []
+    driver = driver_of(app)
     with pytest.raises(asyncpg.PostgresError):
-        async with driver_connection(engine) as driver:
-            pids.append(await driver.fetchval("SELECT pg_backend_pid()"))
-            await driver.execute("SELECT no_such_column FROM users")
-    seen = set()
-    for _ in range(engine.pool.checkedin()):  # first in, first out: each pooled connection once
-        async with driver_connection(engine) as driver:
-            seen.add(await driver.fetchval("SELECT pg_backend_pid()"))
-    assert pids[0] in seen
+        async with driver.connection() as connection:
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+            await connection.execute("SELECT no_such_column FROM users")
+    async with driver.connection() as connection:  # the last one released is the next one handed out
+        assert await connection.fetchval("SELECT pg_backend_pid()") == pid
 
 
-async def test_a_statement_cancelled_midway_closes_its_connection(app: FastAPI) -> None:
-    engine = app.state.engine
+async def test_a_statement_cancelled_midway_is_over_before_its_connection_is_reused(make_app: AppFactory) -> None:
+    app = await make_app(DATABASE_DRIVER_POOL_SIZE=1)
+    driver = driver_of(app)
     started = asyncio.Event()
-    pids: list[int] = []
 
     async def slow() -> None:
-        async with driver_connection(engine) as driver:
-            pids.append(await driver.fetchval("SELECT pg_backend_pid()"))
+        async with driver.connection() as connection:
             started.set()
-            await driver.execute("SELECT pg_sleep(5)")
+            await connection.execute("SELECT pg_sleep(30)")
 
     task = asyncio.create_task(slow())
     await started.wait()
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # Every pooled connection answers at once (none is busy with the cancelled statement) and the cancelled
-    # one's backend is gone from the pool.
-    seen = set()
-    for _ in range(engine.pool.checkedin()):
-        async with driver_connection(engine) as driver:
-            seen.add(await asyncio.wait_for(driver.fetchval("SELECT pg_backend_pid()"), 2))
-    assert pids[0] not in seen
+    async with driver.connection() as connection:  # the pool's only connection, answering at once
+        assert await asyncio.wait_for(connection.fetchval("SELECT 1"), 2) == 1
+    observer = await admin(app)
+    try:
+        sleeping = await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"
+        )
+    finally:
+        await observer.close()
+    assert sleeping == 0
+
+
+async def test_a_lost_connection_answers_503_and_replaces_the_pool(make_app: AppFactory) -> None:
+    app = await make_app(DATABASE_DRIVER_POOL_SIZE=2)
+    driver = driver_of(app)
+    async with driver.connection() as first, driver.connection() as second:
+        pids = {await first.fetchval("SELECT pg_backend_pid()"), await second.fetchval("SELECT pg_backend_pid()")}
+    killer = await admin(app)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            async with driver.connection() as connection:
+                pid = await connection.fetchval("SELECT pg_backend_pid()")
+                assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await asyncio.sleep(0.1)
+                await connection.fetchval("SELECT 1")
+    finally:
+        await killer.close()
+    # The other pooled connection (most likely dead too after a server restart) is not handed out again.
+    async with driver.connection() as connection:
+        assert await connection.fetchval("SELECT pg_backend_pid()") not in pids
+
+
+async def test_no_connection_within_the_pool_timeout_answers_503(make_app: AppFactory) -> None:
+    app = await make_app(DATABASE_DRIVER_POOL_SIZE=1, DATABASE_POOL_TIMEOUT=0.2)
+    driver = driver_of(app)
+    async with driver.connection():
+        with pytest.raises(DatabaseUnavailable):
+            async with driver.connection():
+                pass
+    async with driver.connection() as connection:
+        assert await connection.fetchval("SELECT 1") == 1
+
+
+async def test_an_unreachable_database_answers_503(make_app: AppFactory) -> None:
+    app = await make_app(DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:9/nowhere", DATABASE_CONNECT_TIMEOUT=1)
+    with pytest.raises(DatabaseUnavailable):
+        async with driver_of(app).connection():
+            pass
+
+
+async def test_a_connection_idle_for_longer_than_the_ping_interval_is_closed(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Silently dropped connections (a pooler's or firewall's idle timeout) are never handed to a request: the
+    # pool closes what sat idle for PING_IDLE_SECONDS and connects anew on demand.
+    from app.core import db
+
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.3)
+    app = await make_app()
+    async with driver_of(app).connection() as connection:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+    observer = await admin(app)
+    try:
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+        assert await observer.fetchval(alive, pid) == 1
+        await asyncio.sleep(1.0)
+        assert await observer.fetchval(alive, pid) == 0
+    finally:
+        await observer.close()
+
+
+async def test_waiting_requests_are_served_in_arrival_order(make_app: AppFactory) -> None:
+    # They wait for a FIFO turn, never in asyncpg's pool queue (where a newcomer can take a just-released
+    # connection ahead of the request woken for it).
+    app = await make_app(DATABASE_DRIVER_POOL_SIZE=1, DATABASE_POOL_TIMEOUT=10)
+    driver = driver_of(app)
+    order: list[int] = []
+
+    async def checkout(n: int) -> None:
+        async with driver.connection() as connection:
+            order.append(n)
+            await connection.fetchval("SELECT 1")
+
+    async with driver.connection():
+        waiting = []
+        for n in range(5):
+            waiting.append(asyncio.create_task(checkout(n)))
+            await asyncio.sleep(0.01)
+        assert len(driver._turns._waiters or ()) == 5  # type: ignore[attr-defined]
+        assert not driver.pool._queue._getters  # type: ignore[attr-defined]
+    await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    assert order == [0, 1, 2, 3, 4]

@@ -42,7 +42,13 @@ async def adjust(app: FastAPI, user_id: uuid.UUID, amount: int, actor_id: uuid.U
 
 async def spend(app: FastAPI, user_id: uuid.UUID, amount: int, key: str | None = None) -> credit_service.SpendResult:
     return await credit_service.spend_credits(
-        app.state.engine, user_id=user_id, amount=amount, reason="export", idempotency_key=key, ip_address="10.0.0.2"
+        app.state.engine,
+        app.state.driver,
+        user_id=user_id,
+        amount=amount,
+        reason="export",
+        idempotency_key=key,
+        ip_address="10.0.0.2",
     )
 
 
