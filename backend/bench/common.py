@@ -40,9 +40,9 @@ PG_USER = os.environ.get("BENCH_PG_USER", "postgres")
 PG_PASSWORD = os.environ.get("BENCH_PG_PASSWORD", "")
 SECRET_KEY = "bench-secret-key-that-is-long-enough-0123456789abcdef"
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-DURATION = float(os.environ.get("BENCH_DURATION", "8"))
+DURATION = float(os.environ.get("BENCH_DURATION", "6"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAX_REQUESTS = 2_000_000  # a hard bound on any one load run, whatever the duration
 
 CPUS = sorted(os.sched_getaffinity(0))

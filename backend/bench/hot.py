@@ -143,6 +143,14 @@ def login_load(srv: common.Server, world: World) -> Result:
     return result
 
 
+def round_verdict(label: str, values: list[float], relation: str, goal: float) -> str:
+    """The median of per-round values against the goal, each round's value shown."""
+    value = statistics.median(values)
+    ok = value >= goal if relation == ">=" else value < goal
+    rounds = " ".join(f"{v:.2f}" for v in values)
+    return f"{verdict(label, value, f'{relation} {goal:.2f}', ok)}  rounds {rounds}"
+
+
 def revocation_check(base_url: str, token: str) -> bool:
     with httpx.Client(base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
         before = client.get("/api/v1/users/me").status_code
@@ -217,61 +225,58 @@ def main() -> int:
                 r = {name: common.median_result(values) for name, values in results.items()}
                 ceil = r["ceiling"]
                 say(figure("ceiling: raw asyncpg PK SELECT", ceil))
-                say(figure("GET /users/me (own token)", r["me_own"], ceiling=ceil, goal=0.50))
+                say(figure("GET /users/me (own token)", r["me_own"], ceiling=ceil))
                 say(figure("GET /users/me (Supabase HS256)", r["me_hs256"], ceiling=ceil))
                 say(figure("GET /users/me (Supabase ES256, JWKS cached)", r["me_es256"], ceiling=ceil))
                 say(figure("GET /profile", r["profile"], ceiling=ceil))
                 say(figure("GET /organizations/{id}/members (50)", r["members"], ceiling=ceil))
-                say(figure("POST /credits/spend", r["spend"], ceiling=ceil, goal=0.25))
+                say(figure("POST /credits/spend", r["spend"], ceiling=ceil))
                 say(figure("POST /auth/refresh (own rotation chains)", r["refresh"], ceiling=ceil))
                 for name in ("me_own (baseline)", "spend (baseline)"):
                     if name in r:
                         say(figure(f"{name}: {baseline_dir}", r[name], ceiling=ceil))
-                own = r["me_own"].rps
+
+                # Goals are judged on ratios taken within each round (figures measured minutes apart on a shared
+                # machine drift together), then the median over the rounds.
+                def per_round(name: str, base: str = "ceiling") -> list[float]:
+                    return [a.rps / b.rps for a, b in zip(results[name], results[base], strict=True)]
+
+                tails = [x.p99_ms / x.p50_ms for x in results["me_own"]]
                 checks = [
-                    verdict("users/me own / ceiling", own / ceil.rps, ">= 0.50", own / ceil.rps >= 0.50),
-                    verdict(
-                        "users/me HS256 / own", r["me_hs256"].rps / own, ">= 0.80", r["me_hs256"].rps / own >= 0.80
-                    ),
-                    verdict(
-                        "users/me ES256 / own", r["me_es256"].rps / own, ">= 0.80", r["me_es256"].rps / own >= 0.80
-                    ),
-                    verdict(
-                        "users/me own p99 / p50",
-                        r["me_own"].p99_ms / r["me_own"].p50_ms,
-                        "< 4",
-                        r["me_own"].p99_ms < 4 * r["me_own"].p50_ms,
-                    ),
-                    verdict(
-                        "credits/spend / ceiling",
-                        r["spend"].rps / ceil.rps,
-                        ">= 0.25",
-                        r["spend"].rps / ceil.rps >= 0.25,
-                    ),
+                    round_verdict("users/me own / ceiling", per_round("me_own"), ">=", 0.50),
+                    round_verdict("users/me HS256 / own", per_round("me_hs256", "me_own"), ">=", 0.80),
+                    round_verdict("users/me ES256 / own", per_round("me_es256", "me_own"), ">=", 0.80),
+                    round_verdict("users/me own p99 / p50", tails, "<", 4.0),
+                    round_verdict("credits/spend / ceiling", per_round("spend"), ">=", 0.25),
                 ]
-                hash_seconds = measure_hash(world.hashed)  # servers idle, on the server's core
-                login = login_load(app, world)
+                # Each login round is judged against a hash timed just before it, on the server's core with the
+                # servers idle: the machine's speed drifts between minutes.
                 threads = 1 if common.PINNING else min(os.cpu_count() or 1, len(common.CPUS))
-                allowed = threads / hash_seconds
-                probe = login.extra["probe"]
+                logins: list[Result] = []
+                allowances: list[float] = []
+                for _ in range(common.ROUNDS):
+                    hash_seconds = measure_hash(world.hashed, rounds=3)
+                    allowances.append(threads / hash_seconds)
+                    logins.append(login_load(app, world))
+                login = common.median_result(logins)
                 say(figure("POST /auth/login (flood)", login))
                 say(
-                    f"{'password hash (argon2id verify)':<44} {hash_seconds * 1000:9.1f} ms  x {threads} thread(s) "
-                    f"= {allowed:.1f} logins/s allowed"
+                    f"{'password hash (argon2id verify)':<44} {threads / statistics.median(allowances) * 1000:9.1f} ms"
+                    f"  x {threads} thread(s) = {statistics.median(allowances):.1f} logins/s allowed (median)"
                 )
+                ratios = [x.rps / allowed for x, allowed in zip(logins, allowances, strict=True)]
+                checks.append(round_verdict("login / hash allowance", ratios, ">=", 0.80))
+                probe_p99 = max(x.extra["probe"]["p99_ms"] for x in logins)
                 checks.append(
-                    verdict("login / hash allowance", login.rps / allowed, ">= 0.80", login.rps / allowed >= 0.80)
-                )
-                checks.append(
-                    verdict("/health/live p99 ms during login flood", probe["p99_ms"], "< 50", probe["p99_ms"] < 50)
+                    verdict("/health/live p99 ms during login floods (worst)", probe_p99, "< 50", probe_p99 < 50)
                 )
                 revoked = revocation_check(app.base_url, world.me_tokens[-1])
                 checks.append(verdict("revoked token refused on next request", float(revoked), "= 1", revoked))
-                errors = sum(x.errors for x in r.values()) + login.errors
+                errors = sum(x.errors for runs in results.values() for x in runs) + sum(x.errors for x in logins)
                 checks.append(verdict("errors (non-2xx) in measured runs", float(errors), "= 0", errors == 0))
                 for line in checks:
                     say(line)
-                failed = any(line.endswith("MISS)") for line in checks)
+                failed = any(": MISS)" in line for line in checks)
                 say(f"# JWKS fetched {supabase.hits} time(s); load {common.load_average()}")
     finally:
         supabase.stop()
