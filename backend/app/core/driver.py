@@ -112,8 +112,9 @@ class Driver:
 
         No connection to be had (the database down, the pool's wait timed out): 503 ``database_unavailable``.
         A connection lost mid-statement: 503, and every pooled connection is replaced (they most likely died
-        with the server or the network). A connection whose statement was cancelled midway is closed by asyncpg,
-        never handed to another request; one that reported an SQL error is fine and goes back to the pool.
+        with the server or the network). A connection whose statement was cancelled midway goes back only once
+        asyncpg has seen the server finish the cancellation (else asyncpg closes it), so no request gets a
+        connection still busy; one that reported an SQL error is fine and goes back to the pool.
         """
         try:
             await db.take_turn(self._turns, self._timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import pytest
@@ -169,3 +170,16 @@ async def test_waiting_requests_are_served_in_arrival_order(make_app: AppFactory
         assert not driver.pool._queue._getters  # type: ignore[attr-defined]
     await asyncio.wait_for(asyncio.gather(*waiting), 10)
     assert order == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("pgbouncer", "prepared"), [(False, True), (True, False)])
+async def test_behind_a_transaction_mode_pooler_nothing_is_prepared_by_name(
+    make_app: AppFactory, pgbouncer: bool, prepared: bool
+) -> None:
+    # DATABASE_PGBOUNCER: a statement prepared by name on one server connection is unknown on the next.
+    app = await make_app(DATABASE_PGBOUNCER=pgbouncer, DATABASE_DRIVER_POOL_SIZE=1)
+    async with driver_of(app).connection() as connection:
+        for _ in range(2):
+            assert await connection.fetchval("SELECT count(*) FROM users WHERE id = $1", uuid.uuid4()) == 0
+        named = await connection.fetchval("SELECT count(*) FROM pg_prepared_statements")
+    assert (named > 0) is prepared
