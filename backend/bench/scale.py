@@ -51,6 +51,10 @@ async def seed_small(dsn: str) -> dict[str, Any]:
         admin, user = await insert_users(connection, 2, hashed=hashed, prefix="scale", superuser_first=True)
         await connection.execute("UPDATE users SET full_name = 'Zelda Quokka' WHERE id = $1", user.id)
         members = await insert_users(connection, 49, hashed=hashed, prefix="member")
+        # A full page for search=user4242 on the nearly empty database too (user4242x0@... and so on; the bulk's
+        # own user4242... come on top in the big one): both sides then answer 20 users, and the ratio is about
+        # the table's size, not about serializing 20 users against an empty page.
+        await insert_users(connection, 25, hashed=hashed, prefix="user4242x")
         org_id = await insert_org(connection, [user, *members])
         await connection.execute(
             "INSERT INTO credit_transactions (id, user_id, amount, balance_after, reason, actor_id, created_at) "
