@@ -132,7 +132,7 @@ class FairQueuePool(AsyncAdaptedQueuePool):
         gate = self._turn_gate()
         if gate is not None:
             try:
-                await_(gate.acquire() if not gate.locked() else take_turn(gate, self._timeout))
+                await_(take_turn(gate, self._timeout))
             except TimeoutError:
                 raise PoolTimeoutError(
                     f"QueuePool limit of size {self.size()} overflow {self._max_overflow} reached, "

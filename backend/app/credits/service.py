@@ -3,8 +3,8 @@
 Every change of a balance is one conditional ``UPDATE profiles ... RETURNING credits`` (never read-modify-write)
 plus exactly one ledger row and its audit event, in the same transaction. A failing condition writes nothing.
 
-A spend, the hot path, does not use the request's ORM session: on PostgreSQL it is one statement on a pooled
-asyncpg connection (see ``spend_credits`` and docs/CREDITS.md); admin adjustments stay in the request's session.
+A spend, the hot path, does not use the request's ORM session: on PostgreSQL it is one statement on the app's
+asyncpg pool (see ``spend_credits`` and docs/CREDITS.md); admin adjustments stay in the request's session.
 """
 
 from __future__ import annotations
@@ -202,24 +202,24 @@ class _PostgresLedger:
     _spend = DriverStatement(_ASYNCPG, _spend_statement())
     _find = DriverStatement(_ASYNCPG, _FIND)
 
-    def __init__(self, driver: asyncpg.Connection) -> None:
-        self._driver = driver
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
 
     @classmethod
     @asynccontextmanager
     async def open(cls, driver: Driver) -> AsyncIterator[_PostgresLedger]:
-        async with driver.connection() as connection:  # lost connection: 503, cancelled: not reused
+        async with driver.connection() as connection:  # lost connection: 503 (Driver.connection)
             yield cls(connection)
 
     async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
-        row = await self._driver.fetchrow(
+        row = await self._connection.fetchrow(
             self._find.sql, *self._find.args({"user_id": user_id, "idempotency_key": key})
         )
         return None if row is None else CreditTransaction(**dict(row))
 
     async def spend(self, params: dict[str, Any]) -> CreditTransaction | None:
         try:
-            row = await self._driver.fetchrow(self._spend.sql, *self._spend.args(params))
+            row = await self._connection.fetchrow(self._spend.sql, *self._spend.args(params))
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != _KEY_CONSTRAINT:
                 raise
