@@ -40,7 +40,7 @@ class Principal:
     session_id: uuid.UUID | None  # this API's session; None for Supabase tokens
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

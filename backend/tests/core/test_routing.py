@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
@@ -80,3 +82,31 @@ def test_refuses_what_it_cannot_copy() -> None:
     router.include_router(APIRouter())
     with pytest.raises(TypeError):
         include_flat(FastAPI(), router)
+
+
+def _threadpool_dependencies(dependant: Dependant) -> set[str]:
+    """The dependencies FastAPI would run in its threadpool: plain functions and classes (not coroutines)."""
+    found: set[str] = set()
+    for sub in dependant.dependencies:
+        call = sub.call
+        if call is not None and not (
+            inspect.iscoroutinefunction(call)
+            or inspect.isasyncgenfunction(call)
+            or inspect.iscoroutinefunction(type(call).__call__)  # a callable instance
+        ):
+            found.add(getattr(call, "__qualname__", repr(call)))
+        found |= _threadpool_dependencies(sub)
+    return found
+
+
+def test_no_dependency_takes_a_trip_through_the_threadpool(app: FastAPI) -> None:
+    """A plain ``def`` dependency runs in a worker thread: two hand-offs per request for a function that never
+    blocks. Only the OAuth2 form of POST /auth/token (FastAPI's own class) is left."""
+    found = {
+        (route.path, name)
+        for route in app.router.routes
+        if isinstance(route, APIRoute)
+        for name in _threadpool_dependencies(route.dependant)
+    }
+    prefix = app.state.settings.API_V1_PREFIX
+    assert found == {(f"{prefix}/auth/token", "OAuth2PasswordRequestForm")}
