@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.admin import service as admin_service
 from app.admin.schemas import AdminOrgRead, AdminUserDetail, AdminUserOrg, AdminUserRead, AdminUserUpdate
+from app.admin.search import EmailSample, email_sample
 from app.audit import service as audit_service
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import Superuser, client_ip, current_superuser
@@ -36,6 +37,7 @@ async def list_users(
     search: SearchQuery = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
+    sample: EmailSample = Depends(email_sample),
 ) -> Page[AdminUserRead]:
     """Every user, newest first; ``search`` matches the email or name (case-insensitive)."""
     users, total = await admin_service.list_users(
@@ -45,6 +47,7 @@ async def list_users(
         search=search,
         is_active=is_active,
         is_superuser=is_superuser,
+        sample=sample,
     )
     items = [AdminUserRead.model_validate(user) for user in users]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.exceptions import LastSuperuserError, SoleOwnerError
+from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, RevokeReason
@@ -20,64 +20,6 @@ from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
 from app.users import service as user_service
 from app.users.models import User
-
-LIKE_ESCAPE = "\\"
-
-
-def like_pattern(text: str) -> str:
-    """``%text%`` with the LIKE wildcards of ``text`` taken literally."""
-    escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
-    return f"%{escaped}%"
-
-
-PIECE = 3  # pg_trgm's trigram length
-MAX_PIECES = 8
-_ASCII_RUNS = re.compile(r"[A-Za-z0-9]+")
-
-
-def email_pieces(text: str) -> list[str]:
-    """3-character pieces of ``text`` that every email matching it contains verbatim (none when fewer than two:
-    one piece adds nothing to the trigrams of the exact test).
-
-    Each ASCII letter/digit run of the text, lower-cased, is cut into consecutive pieces (plus its last three
-    characters when the length is not a multiple of three); at most ``MAX_PIECES``, evenly spread. Stored
-    emails are lower-case (API.md), so an email containing the text case-insensitively contains each piece as
-    it is.
-    """
-    pieces: list[str] = []
-    for run in _ASCII_RUNS.findall(text):
-        run = run.lower()
-        starts = list(range(0, len(run) - PIECE + 1, PIECE))
-        if starts and starts[-1] + PIECE < len(run):
-            starts.append(len(run) - PIECE)
-        for start in starts:
-            if (piece := run[start : start + PIECE]) not in pieces:
-                pieces.append(piece)
-    if len(pieces) < 2:
-        return []
-    if len(pieces) > MAX_PIECES:
-        step = (len(pieces) - 1) / (MAX_PIECES - 1)
-        pieces = [pieces[round(i * step)] for i in range(MAX_PIECES)]
-    return pieces
-
-
-def user_search(text: str) -> ColumnElement[bool]:
-    """``text`` is a case-insensitive substring of the email or of the name.
-
-    On PostgreSQL both columns have a trigram GIN index. The email side also asks for the pieces of
-    ``email_pieces`` with plain ``LIKE``, each its own GIN scan key: GIN intersects separate keys by skipping
-    ahead in each posting list, whereas one ``ILIKE`` checks every trigram of the text at each row holding its
-    rarest trigram. Trigrams that almost every email has (a shared domain or prefix) then cost one look-up per
-    surviving row instead of a walk of their whole posting list (``user4242`` on 1,000,000 users: 16 ms -> 1 ms,
-    docs/SCALING.md). The exact ``ILIKE`` comes last: GIN takes the keys in this order, and a first key with
-    several trigrams would drive the scan. The pieces cost a cheap ``LIKE`` per row, the exact test an ``ILIKE``.
-    """
-    pattern = like_pattern(text)
-    email = and_(
-        *(User.email.like(f"%{piece}%") for piece in email_pieces(text)),
-        User.email.ilike(pattern, escape=LIKE_ESCAPE),
-    )
-    return or_(email, User.full_name.ilike(pattern, escape=LIKE_ESCAPE))
 
 
 async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -117,7 +59,10 @@ async def list_users(
     search: str | None = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
+    sample: EmailSample | None = None,
 ) -> tuple[list[User], int]:
+    """A page of users, newest first, and their total. ``sample`` tells a search which pieces of its text are
+    worth an index look-up (``app/admin/search.py``)."""
     conditions: list[ColumnElement[bool]] = []
     if is_active is not None:
         conditions.append(User.is_active.is_(is_active))
@@ -133,7 +78,7 @@ async def list_users(
     # there is no row to carry the total, so it is counted apart. Without a search, count + page stay: there
     # PostgreSQL counts in parallel and keeps only the top rows of its sort, where a window count sorts every
     # row (1,000,000 users: 0.5 s -> 1.4 s). A search matching nearly every row pays that too (docs/SCALING.md).
-    conditions.append(user_search(search.strip()))
+    conditions.append(user_search(search.strip(), await sample.emails(session) if sample else ()))
     page = (
         select(User.id, User.created_at, func.count().over().label("total"))
         .where(*conditions)

@@ -10,9 +10,10 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin import service as admin_service
-from app.admin.service import MAX_PIECES, email_pieces
+from app.admin.search import MAX_PIECES, EmailSample, email_keys, email_pieces
 from tests.conftest import requires_postgres
 from tests.factories import create_user
 
@@ -41,9 +42,43 @@ async def test_email_pieces(search: str, pieces: list[str]) -> None:
     assert email_pieces(search) == pieces
 
 
-async def test_email_pieces_are_bounded() -> None:
-    pieces = email_pieces("abcdefghijklmnopqrstuvwxyz0123456789" * 9)
+async def test_email_keys_are_bounded() -> None:
+    assert len(email_pieces("abcdefghijklmnopqrstuvwxyz0123456789" * 9)) == 12
+    pieces, exact_is_key = email_keys("abcdefghijklmnopqrstuvwxyz0123456789" * 9)
     assert len(pieces) == MAX_PIECES == len(set(pieces))
+    assert exact_is_key
+
+
+BULK_SAMPLE = [f"user{n}@example.com" for n in range(0, 1_000_000, 9_901)]  # what pg_stats holds of the bench's bulk
+
+
+@pytest.mark.parametrize(
+    ("search", "sample", "keys"),
+    [
+        # every sampled email has "use": the exact test holds it too, and becomes a filter
+        ("user4242", BULK_SAMPLE, (["r42", "242"], False)),
+        ("user4242@example.com", BULK_SAMPLE, (["r42", "242"], False)),
+        ("user42", BULK_SAMPLE, (["r42"], False)),  # one piece left is still a key
+        ("example.com", BULK_SAMPLE, ([], True)),  # every piece common: the exact ILIKE is the only key
+        ("quokka", BULK_SAMPLE, (["quo", "kka"], True)),  # nothing common: as without a sample
+        ("user4242", [], (["use", "r42", "242"], True)),
+        ("ada", BULK_SAMPLE, ([], True)),
+        # exactly half the sample is not "more than half"
+        ("abcdef", ["abc", "abc", "x", "y"], (["abc", "def"], True)),
+        ("abcdef", ["abc", "abc", "abc", "y"], (["def"], False)),
+    ],
+)
+async def test_email_keys_leave_out_what_most_emails_contain(
+    search: str, sample: list[str], keys: tuple[list[str], bool]
+) -> None:
+    assert email_keys(search, sample) == keys
+
+
+async def test_common_pieces_go_before_the_bound() -> None:
+    """Common pieces are left out before the text's pieces are thinned out to ``MAX_PIECES``: the rare stay."""
+    letters = "abcdefghijklmnopqrstuvwx"  # 8 pieces, all in the sample
+    assert len(email_keys(letters + "0123456789")[0]) == MAX_PIECES
+    assert email_keys(letters + "0123456789", [f"{letters}@example.org"]) == (["012", "345", "678", "789"], False)
 
 
 @pytest_asyncio.fixture
@@ -133,9 +168,91 @@ async def test_trigram_indexes_have_no_pending_list(app: FastAPI) -> None:
         }
 
 
+class FixedSample(EmailSample):
+    def __init__(self, emails: list[str]) -> None:
+        super().__init__()
+        self.fixed = tuple(emails)
+
+    async def emails(self, session: AsyncSession) -> tuple[str, ...]:
+        return self.fixed
+
+
+@pytest.mark.parametrize(
+    "search", ["user4242", "ER4242x-A@exa", "r42-use-242", "42-use", "exampl", "4242x-b", "elda q"]
+)
+async def test_the_sample_changes_the_cost_never_the_answer(app: FastAPI, people: dict[str, str], search: str) -> None:
+    """Whichever pieces are index keys (none, some, all), the exact test decides."""
+    samples = [[], ["user4242x-a@example.com"], ["r42-use-242@example.com", "user4242@example.com"], ["zzz"]]
+    answers = []
+    for sample in samples:
+        async with app.state.sessionmaker() as session:
+            users, total = await admin_service.list_users(
+                session, limit=100, offset=0, search=search, sample=FixedSample(sample)
+            )
+        answers.append(({str(user.id) for user in users}, total))
+    assert all(answer == answers[0] for answer in answers), answers
+    assert answers[0][1] == len(answers[0][0])
+
+
+async def _analyze(app: FastAPI) -> None:
+    async with app.state.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("ANALYZE users"))
+
+
+async def _bulk_users(app: FastAPI, prefix: str, count: int) -> None:
+    """``count`` users ``<prefix><i>@example.com`` by SQL, then fresh statistics (PostgreSQL)."""
+    async with app.state.sessionmaker() as session:
+        await session.execute(
+            text(
+                "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, is_verified, auth_provider, "
+                "created_at, updated_at) SELECT gen_random_uuid(), :prefix || i || '@example.com', 'x', true, false, "
+                "true, 'local', now(), now() FROM generate_series(1, :count) AS i"
+            ),
+            {"prefix": prefix, "count": count},
+        )
+        await session.commit()
+    await _analyze(app)
+
+
 @requires_postgres()
-async def test_the_pieces_are_index_conditions_before_the_exact_test(app: FastAPI) -> None:
-    """The planner hands every piece to the email trigram index, the exact ILIKE as the last scan key."""
+async def test_sample_is_the_planner_statistics_reread_after_a_while(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _bulk_users(app, "first", 50)
+    clock = [1000.0]
+    monkeypatch.setattr("app.admin.search.time.monotonic", lambda: clock[0])
+    sample = EmailSample()
+    async with app.state.sessionmaker() as session:
+        first = await sample.emails(session)
+        assert first and all(email.startswith("first") for email in first)
+        await session.execute(text("UPDATE users SET email = replace(email, 'first', 'second')"))
+        await session.commit()
+    await _analyze(app)
+    async with app.state.sessionmaker() as session:
+        clock[0] += EmailSample.REFRESH_SECONDS - 1
+        assert await sample.emails(session) == first  # not read again yet
+        clock[0] += 1
+        again = await sample.emails(session)
+        assert again and all(email.startswith("second") for email in again)
+
+
+async def test_no_sample_on_sqlite(app: FastAPI) -> None:
+    if app.state.engine.dialect.name != "sqlite":
+        pytest.skip("the SQLite side")
+    async with app.state.sessionmaker() as session:
+        assert await EmailSample().emails(session) == ()
+
+
+def _nodes(node: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    found = [node] if node.get("Node Type") == kind else []
+    for child in node.get("Plans", []):
+        found += _nodes(child, kind)
+    return found
+
+
+async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[str, str], search: str) -> dict[str, Any]:
+    """The plan (sequential scans off: the test tables are small) of the statement a search runs, and its total."""
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
@@ -145,25 +262,48 @@ async def test_the_pieces_are_index_conditions_before_the_exact_test(app: FastAP
     engine = app.state.engine
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
-        async with app.state.sessionmaker() as session:
-            await admin_service.list_users(session, limit=10, offset=0, search="User4242")
+        response = await client.get(USERS, params={"search": search}, headers=headers)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
     [(statement, parameters)] = captured
     async with engine.begin() as connection:
         await connection.execute(text("SET LOCAL enable_seqscan = off"))
         plan = (await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", tuple(parameters))).scalar()
-    root = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    root: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    return {**root, "total": response.json()["total"]}
 
-    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
-        found = [node] if node.get("Node Type") == "Bitmap Index Scan" else []
-        for child in node.get("Plans", []):
-            found += scans(child)
-        return found
 
-    by_index = {node["Index Name"]: node["Index Cond"] for node in scans(root)}
+@requires_postgres()
+async def test_without_common_pieces_the_exact_test_is_the_last_index_key(
+    client: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], people: dict[str, str]
+) -> None:
+    app.state.email_sample = FixedSample([])  # no statistics: no piece is common
+    plan = await _search_plan(client, app, admin_headers, "User4242")
+    assert plan["total"] == 3  # people's "email", "email_upper" and "name"
+    by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}
     condition = by_index["ix_users_email_trgm"]
     positions = [condition.find(f"~~ '%{piece}%'") for piece in ("use", "r42", "242")]
     assert all(position >= 0 for position in positions), condition
     assert max(positions) < condition.find("~~* '%User4242%'"), condition
     assert "ix_users_full_name_trgm" in by_index
+    [heap] = _nodes(plan, "Bitmap Heap Scan")
+    assert "Filter" not in heap, heap  # the recheck is the whole test
+
+
+@requires_postgres()
+async def test_rare_pieces_are_the_index_keys_and_the_exact_test_a_filter(
+    client: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], people: dict[str, str]
+) -> None:
+    """With "use" in most emails (the statistics say so), the email index looks up "r42" and "242" only; the
+    exact ILIKE filters the rows they leave."""
+    await _bulk_users(app, "user", 300)
+    app.state.email_sample = EmailSample()  # the app outlives a test: a sample read by an earlier one is kept
+    plan = await _search_plan(client, app, admin_headers, "User4242")
+    assert plan["total"] == 3
+    by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}
+    condition = by_index["ix_users_email_trgm"]
+    assert "'%r42%'" in condition and "'%242%'" in condition, condition
+    assert "'%use%'" not in condition and "~~*" not in condition, condition
+    assert "ix_users_full_name_trgm" in by_index
+    [heap] = _nodes(plan, "Bitmap Heap Scan")
+    assert "~~* '%User4242%'" in heap["Filter"], heap
