@@ -17,11 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.core import security
 from app.core.settings import Settings
+from app.users.service import SIGNUP_CREDITS_REASON
 from bench.common import SECRET_KEY
 
 PASSWORD = "bench-Passw0rd-8c1f-unusual"
 SUPABASE_SECRET = "bench-supabase-jwt-secret-with-at-least-32-characters"
 TOKEN_MINUTES = 240  # long enough for any bench run; the servers get the same setting
+CREDITS = 900_000_000  # plenty for any flood of spends
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 
 USER_COLUMNS = (
@@ -62,7 +64,8 @@ class SeededUser:
 async def insert_users(
     connection: asyncpg.Connection, count: int, *, hashed: str, prefix: str = "bench", superuser_first: bool = False
 ) -> list[SeededUser]:
-    """``count`` own accounts sharing one password hash, each with a profile holding plenty of credits."""
+    """``count`` own accounts sharing one password hash, each with a profile holding plenty of credits and the
+    ledger row that grants them (a balance always equals its ledger's sum, docs/CREDITS.md)."""
     stamp = now()
     users = [SeededUser(uuid.uuid4(), f"{prefix}{i}@example.com") for i in range(count)]
     records = [
@@ -70,9 +73,16 @@ async def insert_users(
         for i, u in enumerate(users)
     ]
     await connection.copy_records_to_table("users", records=records, columns=USER_COLUMNS)
-    profiles = [(u.id, f"Bench User {i}", None, 900_000_000, stamp, stamp) for i, u in enumerate(users)]
+    profiles = [(u.id, f"Bench User {i}", None, CREDITS, stamp, stamp) for i, u in enumerate(users)]
     await connection.copy_records_to_table(
         "profiles", records=profiles, columns=("id", "full_name", "avatar_url", "credits", "created_at", "updated_at")
+    )
+    granted = stamp - timedelta(days=1)  # older than anything a bench adds to the ledger
+    ledger = [(uuid.uuid4(), u.id, CREDITS, CREDITS, SIGNUP_CREDITS_REASON, granted) for u in users]
+    await connection.copy_records_to_table(
+        "credit_transactions",
+        records=ledger,
+        columns=("id", "user_id", "amount", "balance_after", "reason", "created_at"),
     )
     return users
 
