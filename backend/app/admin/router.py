@@ -34,10 +34,10 @@ SearchQuery = Annotated[str | None, Query(max_length=320, pattern=NO_NUL, descri
 async def list_users(
     session: SessionDep,
     page: PageDep,
+    sample: Annotated[EmailSample, Depends(email_sample)],
     search: SearchQuery = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
-    sample: EmailSample = Depends(email_sample),
 ) -> Page[AdminUserRead]:
     """Every user, newest first; ``search`` matches the email or name (case-insensitive)."""
     users, total = await admin_service.list_users(

@@ -6,8 +6,8 @@ list; trigrams that almost every email has (a shared domain or prefix: ``use`` o
 ``user<N>@example.com``) then cost a walk of a posting list as long as the table. So the email side asks for
 3-character pieces of the text instead, each its own ``LIKE`` and its own GIN scan key (GIN intersects separate
 keys by skipping ahead in each posting list) and leaves out the pieces that most emails contain (they narrow
-nothing and cost a look-up per candidate); the exact substring is then tested on the few rows left, outside
-the index. docs/SCALING.md has the measurements.
+nothing and cost a look-up per candidate); once one is left out, the exact substring is tested on the rows
+the others leave, outside the index. docs/SCALING.md has the measurements.
 """
 
 from __future__ import annotations
