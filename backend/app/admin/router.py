@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.admin import service as admin_service
 from app.admin.schemas import AdminOrgRead, AdminUserDetail, AdminUserOrg, AdminUserRead, AdminUserUpdate
 from app.admin.search import EmailSample, email_sample
 from app.audit import service as audit_service
 from app.audit.schemas import AuditEventRead
-from app.auth.dependencies import Superuser, client_ip, current_superuser
+from app.auth.dependencies import Superuser, current_superuser
 from app.auth.schemas import SessionRead
+from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
@@ -67,7 +68,7 @@ async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
 
 @router.patch("/users/{user_id}", operation_id="admin-users-update", responses=responses(404, 409))
 async def update_user(
-    user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, request: Request, session: SessionDep
+    user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, ctx: RequestContextDep, session: SessionDep
 ) -> AdminUserRead:
     """Activate/deactivate (deactivating ends every session at once), promote/demote, rename.
 
@@ -78,7 +79,7 @@ async def update_user(
         actor=admin,
         user_id=user_id,
         changes=body.model_dump(exclude_unset=True),
-        ip_address=client_ip(request),
+        ip_address=ctx.ip_address,
     )
     return AdminUserRead.model_validate(user)
 
@@ -92,12 +93,12 @@ async def update_user(
 async def delete_user(
     user_id: uuid.UUID,
     admin: Superuser,
-    request: Request,
+    ctx: RequestContextDep,
     session: SessionDep,
     force: Annotated[bool, Query(description="Also delete the organizations this user owns alone")] = False,
 ) -> Response:
     """Delete a user; 409 ``sole_owner`` if they alone own organizations (unless ``force``)."""
-    await admin_service.delete_user(session, actor=admin, user_id=user_id, force=force, ip_address=client_ip(request))
+    await admin_service.delete_user(session, actor=admin, user_id=user_id, force=force, ip_address=ctx.ip_address)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -114,15 +115,17 @@ async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[Se
     operation_id="admin-users-sessions-delete",
     responses=responses(404),
 )
-async def revoke_user_sessions(user_id: uuid.UUID, admin: Superuser, request: Request, session: SessionDep) -> Response:
+async def revoke_user_sessions(
+    user_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep
+) -> Response:
     """End every session of the user; their access tokens stop working at once."""
-    await admin_service.revoke_user_sessions(session, actor=admin, user_id=user_id, ip_address=client_ip(request))
+    await admin_service.revoke_user_sessions(session, actor=admin, user_id=user_id, ip_address=ctx.ip_address)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/users/{user_id}/credits", operation_id="admin-users-credits-adjust", responses=responses(402, 404, 409))
 async def adjust_credits(
-    user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, request: Request, session: SessionDep
+    user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, ctx: RequestContextDep, session: SessionDep
 ) -> CreditSpendRead:
     """Add (or take, with a negative amount) credits; 402 ``insufficient_credits`` below zero."""
     transaction = await admin_service.adjust_credits(
@@ -131,7 +134,7 @@ async def adjust_credits(
         user_id=user_id,
         amount=body.amount,
         reason=body.reason,
-        ip_address=client_ip(request),
+        ip_address=ctx.ip_address,
     )
     return CreditSpendRead(
         balance=transaction.balance_after, transaction=CreditTransactionRead.model_validate(transaction)
@@ -155,9 +158,11 @@ async def list_organizations(session: SessionDep, page: PageDep, search: SearchQ
     operation_id="admin-organizations-delete",
     responses=responses(404),
 )
-async def delete_organization(org_id: uuid.UUID, admin: Superuser, request: Request, session: SessionDep) -> Response:
+async def delete_organization(
+    org_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep
+) -> Response:
     """Delete any organization, with its memberships and invitations."""
-    await admin_service.delete_org(session, actor=admin, org_id=org_id, ip_address=client_ip(request))
+    await admin_service.delete_org(session, actor=admin, org_id=org_id, ip_address=ctx.ip_address)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

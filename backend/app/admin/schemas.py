@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth.schemas import StrictModel
+from app.core.schemas import StrictModel
 from app.users.schemas import UserRead
 
 

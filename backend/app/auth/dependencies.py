@@ -40,14 +40,6 @@ class Principal:
     session_id: uuid.UUID | None  # this API's session; None for Supabase tokens
 
 
-async def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-
-
 def is_own_token(settings: Settings, token: str) -> bool:
     """Decided from the header and the issuer alone, never by trying every verifier."""
     try:
@@ -183,10 +175,3 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 OwnPrincipal = Annotated[Principal, Depends(own_principal)]  # sessions of Supabase users are Supabase's
 CurrentUser = Annotated[User, Depends(current_user)]
 Superuser = Annotated[User, Depends(current_superuser)]
-
-
-def client_ip(request: Request) -> str | None:
-    ip: str | None = getattr(request.state, "client_ip", None)
-    if ip is None and request.client:
-        ip = request.client.host
-    return ip

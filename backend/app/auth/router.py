@@ -14,8 +14,6 @@ from app.auth.dependencies import (
     CurrentUser,
     OwnPrincipal,
     Principal,
-    SettingsDep,
-    client_ip,
     oauth2_scheme,
     resolve_principal,
 )
@@ -38,18 +36,17 @@ from app.auth.schemas import (
     TokenPair,
     VerifyEmailConfirm,
 )
+from app.core.context import RequestContext, RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
-from app.core.settings import Settings
+from app.core.settings import Settings, SettingsDep
 from app.users.schemas import UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _client(request: Request, device_name: str | None = None) -> auth_service.ClientInfo:
-    return auth_service.ClientInfo(
-        ip_address=client_ip(request), user_agent=request.headers.get("user-agent"), device_name=device_name
-    )
+def _client(ctx: RequestContext, device_name: str | None = None) -> auth_service.ClientInfo:
+    return auth_service.ClientInfo(ip_address=ctx.ip_address, user_agent=ctx.user_agent, device_name=device_name)
 
 
 def _pair(tokens: auth_service.IssuedTokens, response: Response, settings: Settings) -> TokenPair:
@@ -88,12 +85,12 @@ async def register(
 
 @router.post("/login", operation_id="auth-login", responses=responses(401, 422, 429))
 async def login(
-    body: LoginRequest, request: Request, response: Response, session: SessionDep, settings: SettingsDep
+    body: LoginRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
     """Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated).
     With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``."""
     tokens = await auth_service.login(
-        session, settings, email=body.email, password=body.password, client=_client(request, body.device_name)
+        session, settings, email=body.email, password=body.password, client=_client(ctx, body.device_name)
     )
     return _pair(tokens, response, settings)
 
@@ -101,7 +98,7 @@ async def login(
 @router.post("/token", operation_id="auth-token", responses=responses(401, 422, 429))
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    request: Request,
+    ctx: RequestContextDep,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -111,15 +108,14 @@ async def token(
         body = LoginRequest(email=form.username, password=form.password)
     except ValidationError as exc:
         raise InvalidCredentialsError() from exc
-    tokens = await auth_service.login(
-        session, settings, email=body.email, password=body.password, client=_client(request)
-    )
+    tokens = await auth_service.login(session, settings, email=body.email, password=body.password, client=_client(ctx))
     return _pair(tokens, response, settings)
 
 
 @router.post("/refresh", operation_id="auth-refresh", responses=responses(401, 403, 422, 429))
 async def refresh(
     request: Request,
+    ctx: RequestContextDep,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -131,7 +127,7 @@ async def refresh(
     token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
     if not token:
         raise InvalidRefreshTokenError("A refresh token is required.")
-    tokens = await auth_service.refresh(session, settings, token=token, client=_client(request))
+    tokens = await auth_service.refresh(session, settings, token=token, client=_client(ctx))
     return _pair(tokens, response, settings)
 
 
@@ -151,6 +147,7 @@ async def optional_principal(
 async def logout(
     principal: Annotated[Principal | None, Depends(optional_principal)],
     request: Request,
+    ctx: RequestContextDep,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -169,13 +166,13 @@ async def logout(
             user_id=principal.user.id,
             session_id=principal.session_id,
             reason=RevokeReason.LOGOUT,
-            ip_address=client_ip(request),
+            ip_address=ctx.ip_address,
         )
     else:
         token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
         if not token:
             raise NotAuthenticatedError()
-        await auth_service.logout_with_refresh_token(session, settings, token=token, ip_address=client_ip(request))
+        await auth_service.logout_with_refresh_token(session, settings, token=token, ip_address=ctx.ip_address)
     cookies.clear_session_cookies(response, settings)
 
 
@@ -185,9 +182,9 @@ async def logout(
     operation_id="auth-logout-all",
     responses=responses(401),
 )
-async def logout_all(user: CurrentUser, request: Request, session: SessionDep) -> None:
+async def logout_all(user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> None:
     """End every session of the caller, on every device."""
-    await auth_service.logout_all(session, user_id=user.id, ip_address=client_ip(request))
+    await auth_service.logout_all(session, user_id=user.id, ip_address=ctx.ip_address)
 
 
 @router.get("/sessions", operation_id="auth-sessions-list", responses=responses(NotOwnSessionError, 401))
@@ -205,14 +202,16 @@ async def list_sessions(principal: OwnPrincipal, session: SessionDep) -> list[Se
     operation_id="auth-sessions-delete",
     responses=responses(NotOwnSessionError, 401, 404),
 )
-async def delete_session(session_id: uuid.UUID, principal: OwnPrincipal, request: Request, session: SessionDep) -> None:
+async def delete_session(
+    session_id: uuid.UUID, principal: OwnPrincipal, ctx: RequestContextDep, session: SessionDep
+) -> None:
     """End one of the caller's sessions (404 if it is not theirs)."""
     await auth_service.revoke_session(
         session,
         user_id=principal.user.id,
         session_id=session_id,
         reason=RevokeReason.SESSION_DELETED,
-        ip_address=client_ip(request),
+        ip_address=ctx.ip_address,
     )
 
 
@@ -223,7 +222,7 @@ async def delete_session(session_id: uuid.UUID, principal: OwnPrincipal, request
     responses=responses(400, 401, 422, 429),
 )
 async def change_password(
-    body: PasswordChangeRequest, principal: CurrentPrincipal, request: Request, session: SessionDep
+    body: PasswordChangeRequest, principal: CurrentPrincipal, ctx: RequestContextDep, session: SessionDep
 ) -> None:
     """Change the password; every other session of the caller ends."""
     await auth_service.change_password(
@@ -232,7 +231,7 @@ async def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         current_session_id=principal.session_id,
-        ip_address=client_ip(request),
+        ip_address=ctx.ip_address,
     )
 
 
@@ -261,10 +260,10 @@ async def request_email_verification(
     operation_id="auth-verify-email-confirm",
     responses=responses(400, 422, 429),
 )
-async def confirm_email_verification(body: VerifyEmailConfirm, request: Request, session: SessionDep) -> UserRead:
+async def confirm_email_verification(body: VerifyEmailConfirm, ctx: RequestContextDep, session: SessionDep) -> UserRead:
     """Spend a verification token (single-use): the account's email is verified. 400 ``invalid_token`` when it
     is unknown, expired, used, or was mailed to an address the account no longer has."""
-    user = await auth_service.verify_email(session, token=body.token, ip_address=client_ip(request))
+    user = await auth_service.verify_email(session, token=body.token, ip_address=ctx.ip_address)
     return UserRead.model_validate(user)
 
 
@@ -274,11 +273,13 @@ async def confirm_email_verification(body: VerifyEmailConfirm, request: Request,
     operation_id="auth-password-reset-request",
     responses=responses(422, 429),
 )
-async def request_password_reset(body: PasswordResetRequest, request: Request, background: BackgroundTasks) -> None:
+async def request_password_reset(
+    body: PasswordResetRequest, request: Request, ctx: RequestContextDep, background: BackgroundTasks
+) -> None:
     """Always 202, at once: the lookup, the token and the mail (only for an active own account) happen after
     the answer, so neither the answer nor its timing tells whether the address has an account. A new request
     spends the reset links mailed before."""
-    mail.password_reset_later(request, background, email=body.email, ip_address=client_ip(request))
+    mail.password_reset_later(request, background, email=body.email, ip_address=ctx.ip_address)
 
 
 @router.post(
@@ -287,8 +288,8 @@ async def request_password_reset(body: PasswordResetRequest, request: Request, b
     operation_id="auth-password-reset-confirm",
     responses=responses(400, 422, 429),
 )
-async def confirm_password_reset(body: PasswordResetConfirm, request: Request, session: SessionDep) -> None:
+async def confirm_password_reset(body: PasswordResetConfirm, ctx: RequestContextDep, session: SessionDep) -> None:
     """Set a new password with a reset token; the email counts as verified and every session ends."""
     await auth_service.reset_password(
-        session, token=body.token, new_password=body.new_password, ip_address=client_ip(request)
+        session, token=body.token, new_password=body.new_password, ip_address=ctx.ip_address
     )

@@ -2,18 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.auth.passwords import MAX_LENGTH, password_problem
+from app.core.schemas import Email, StrictModel
 
-
-def _email(value: str) -> str:
-    return value.strip().lower()
-
-
-Email = Annotated[EmailStr, AfterValidator(_email)]
 # Length is checked here; the common-password and not-the-email rules in the models below.
 PasswordIn = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4)]
 DeviceName = Annotated[str | None, Field(default=None, max_length=255)]
@@ -23,18 +18,6 @@ def _check_password(password: str, email: str | None = None) -> None:
     problem = password_problem(password, email=email)
     if problem:
         raise ValueError(problem)
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL: refuse it here (422) instead of failing in the database (500).
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
-        return value
 
 
 class RegisterRequest(StrictModel):

@@ -37,6 +37,7 @@ from app.auth.exceptions import (
 )
 from app.auth.identity import IdentityStore
 from app.auth.jwks import JwksClient
+from app.core.context import client_ip
 from app.core.settings import Settings
 from app.core.token_cache import VerifiedTokens
 from app.users import service as user_service
@@ -242,12 +243,6 @@ async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_
     return user
 
 
-def _client_ip(request: Request) -> str | None:
-    # app.auth.dependencies.client_ip, which cannot be imported here (it imports this module).
-    ip: str | None = getattr(request.state, "client_ip", None)
-    return ip if ip is not None or request.client is None else request.client.host
-
-
 def _verified_identities(app: FastAPI) -> VerifiedTokens[SupabaseIdentity]:
     cache: VerifiedTokens[SupabaseIdentity] | None = getattr(app.state, "supabase_identities", None)
     if cache is None:
@@ -283,5 +278,5 @@ async def authenticate(request: Request, token: str) -> User:
         return user
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
-        user = await resolve_user(session, identity, ip_address=_client_ip(request))
+        user = await resolve_user(session, identity, ip_address=client_ip(request))
     return user

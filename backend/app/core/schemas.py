@@ -1,13 +1,34 @@
-"""Shared schema pieces: the error body, paging."""
+"""Shared schema pieces: the strict request base, emails, the error body, paging."""
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 T = TypeVar("T")
+
+
+def _email(value: str) -> str:
+    return value.strip().lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_email)]
+
+
+class StrictModel(BaseModel):
+    """Every request body: unknown fields are a 422, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refuse it here (422) instead of failing in the database (500).
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class ErrorRead(BaseModel):

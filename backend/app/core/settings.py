@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -217,3 +218,12 @@ def get_settings() -> Settings:
 
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(2) from None
+
+
+async def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (tests build apps with their own), not ``get_settings()``'s."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]

@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from app.auth.dependencies import CurrentUser, client_ip
+from app.auth.dependencies import CurrentUser
+from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
@@ -57,6 +58,7 @@ async def spend(
     body: CreditSpend,
     user: CurrentUser,
     request: Request,
+    ctx: RequestContextDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> CreditSpendRead:
@@ -71,7 +73,7 @@ async def spend(
         amount=body.amount,
         reason=body.reason,
         idempotency_key=idempotency_key,
-        ip_address=client_ip(request),
+        ip_address=ctx.ip_address,
     )
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"

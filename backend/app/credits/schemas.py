@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.auth.schemas import StrictModel
+from app.core.schemas import StrictModel
 
 MAX_AMOUNT = 1_000_000
 """The largest number of credits one spend or one admin adjustment may move."""

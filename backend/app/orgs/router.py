@@ -8,10 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from app.audit.schemas import AuditEventRead
-from app.auth.dependencies import CurrentUser, SettingsDep, client_ip
+from app.auth.dependencies import CurrentUser
+from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
+from app.core.settings import SettingsDep
 from app.orgs import mail
 from app.orgs import service as org_service
 from app.orgs.dependencies import OrgAdmin, OrgMember, OrgOwner
@@ -40,11 +42,9 @@ invitations_router = APIRouter(prefix="/invitations", tags=["organizations"])
     operation_id="orgs-create",
     responses=responses(401, 409, 422),
 )
-async def create_org(body: OrgCreate, user: CurrentUser, request: Request, session: SessionDep) -> OrgRead:
+async def create_org(body: OrgCreate, user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Create an organization; the caller becomes its owner. Without a slug one is made from the name."""
-    org = await org_service.create_org(
-        session, user=user, name=body.name, slug=body.slug, ip_address=client_ip(request)
-    )
+    org = await org_service.create_org(session, user=user, name=body.name, slug=body.slug, ip_address=ctx.ip_address)
     return OrgRead.model_validate(org)
 
 
@@ -62,11 +62,9 @@ async def read_org(actor: OrgMember, session: SessionDep) -> OrgRead:
 
 
 @router.patch("/{org_id}", operation_id="orgs-update", responses=responses(401, 403, 404, 409, 422))
-async def update_org(body: OrgUpdate, actor: OrgAdmin, request: Request, session: SessionDep) -> OrgRead:
+async def update_org(body: OrgUpdate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Rename, or change the slug (409 ``slug_taken``). Admins and owners."""
-    org = await org_service.update_org(
-        session, actor=actor, name=body.name, slug=body.slug, ip_address=client_ip(request)
-    )
+    org = await org_service.update_org(session, actor=actor, name=body.name, slug=body.slug, ip_address=ctx.ip_address)
     return OrgRead.model_validate(org)
 
 
@@ -76,9 +74,9 @@ async def update_org(body: OrgUpdate, actor: OrgAdmin, request: Request, session
     operation_id="orgs-delete",
     responses=responses(401, 403, 404),
 )
-async def delete_org(actor: OrgOwner, request: Request, session: SessionDep) -> None:
+async def delete_org(actor: OrgOwner, ctx: RequestContextDep, session: SessionDep) -> None:
     """Delete the organization with its memberships and invitations. Owners only."""
-    await org_service.delete_own_org(session, actor=actor, ip_address=client_ip(request))
+    await org_service.delete_own_org(session, actor=actor, ip_address=ctx.ip_address)
 
 
 @router.get("/{org_id}/members", operation_id="orgs-members-list", responses=responses(401, 404))
@@ -96,11 +94,11 @@ async def list_members(actor: OrgMember, page: PageDep, session: SessionDep) -> 
     operation_id="orgs-members-add",
     responses=responses(401, 403, 404, 409, 422),
 )
-async def add_member(body: MemberCreate, actor: OrgAdmin, request: Request, session: SessionDep) -> MemberRead:
+async def add_member(body: MemberCreate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> MemberRead:
     """Add an existing user by email (404 ``user_not_found``; 409 ``already_member``). Nobody grants a role
     above their own; only owners grant ``owner``."""
     member = await org_service.add_member(
-        session, actor=actor, email=body.email, role=body.role, ip_address=client_ip(request)
+        session, actor=actor, email=body.email, role=body.role, ip_address=ctx.ip_address
     )
     return MemberRead.model_validate(member)
 
@@ -111,12 +109,12 @@ async def add_member(body: MemberCreate, actor: OrgAdmin, request: Request, sess
     responses=responses(401, 403, 404, 409, 422),
 )
 async def change_member_role(
-    user_id: UUID, body: MemberRoleUpdate, actor: OrgAdmin, request: Request, session: SessionDep
+    user_id: UUID, body: MemberRoleUpdate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep
 ) -> MemberRead:
     """Change a member's role. Admins manage members and admins; only owners touch the owner role;
     the last owner cannot be demoted (409 ``last_owner``)."""
     member = await org_service.change_member_role(
-        session, actor=actor, user_id=user_id, role=body.role, ip_address=client_ip(request)
+        session, actor=actor, user_id=user_id, role=body.role, ip_address=ctx.ip_address
     )
     return MemberRead.model_validate(member)
 
@@ -127,10 +125,10 @@ async def change_member_role(
     operation_id="orgs-members-remove",
     responses=responses(401, 403, 404, 409),
 )
-async def remove_member(user_id: UUID, actor: OrgMember, request: Request, session: SessionDep) -> None:
+async def remove_member(user_id: UUID, actor: OrgMember, ctx: RequestContextDep, session: SessionDep) -> None:
     """Remove a member (admin+; owners only by owners), or leave (your own user id). The last owner can
     do neither (409 ``last_owner``)."""
-    await org_service.remove_member(session, actor=actor, user_id=user_id, ip_address=client_ip(request))
+    await org_service.remove_member(session, actor=actor, user_id=user_id, ip_address=ctx.ip_address)
 
 
 @router.post(
@@ -139,12 +137,10 @@ async def remove_member(user_id: UUID, actor: OrgMember, request: Request, sessi
     responses=responses(401, 403, 404, 409, 422),
 )
 async def transfer_ownership(
-    body: TransferOwnership, actor: OrgOwner, request: Request, session: SessionDep
+    body: TransferOwnership, actor: OrgOwner, ctx: RequestContextDep, session: SessionDep
 ) -> MemberRead:
     """The named member becomes owner and the caller becomes admin. Answers the new owner's membership."""
-    member = await org_service.transfer_ownership(
-        session, actor=actor, user_id=body.user_id, ip_address=client_ip(request)
-    )
+    member = await org_service.transfer_ownership(session, actor=actor, user_id=body.user_id, ip_address=ctx.ip_address)
     return MemberRead.model_validate(member)
 
 
@@ -159,6 +155,7 @@ async def create_invitation(
     actor: OrgAdmin,
     user: CurrentUser,
     request: Request,
+    ctx: RequestContextDep,
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
@@ -166,7 +163,7 @@ async def create_invitation(
     """Invite an email address. The token is in this answer (once) and in the mail sent to the address.
     Re-inviting an email with a pending invitation revokes that one; a member's email is 409."""
     invitation, token, org = await org_service.create_invitation(
-        session, settings, actor=actor, email=body.email, role=body.role, ip_address=client_ip(request)
+        session, settings, actor=actor, email=body.email, role=body.role, ip_address=ctx.ip_address
     )
     mail.send_invitation(
         request,
@@ -200,11 +197,9 @@ async def list_invitations(actor: OrgAdmin, page: PageDep, session: SessionDep) 
     operation_id="orgs-invitations-revoke",
     responses=responses(401, 403, 404),
 )
-async def revoke_invitation(invitation_id: UUID, actor: OrgAdmin, request: Request, session: SessionDep) -> None:
+async def revoke_invitation(invitation_id: UUID, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> None:
     """Revoke a pending invitation: its token stops working."""
-    await org_service.revoke_invitation(
-        session, actor=actor, invitation_id=invitation_id, ip_address=client_ip(request)
-    )
+    await org_service.revoke_invitation(session, actor=actor, invitation_id=invitation_id, ip_address=ctx.ip_address)
 
 
 @router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list", responses=responses(401, 403, 404))
@@ -224,9 +219,9 @@ async def list_audit_events(actor: OrgAdmin, page: PageDep, session: SessionDep)
     responses=responses(401, 403, 404, 409, 422),
 )
 async def accept_invitation(
-    body: InvitationAccept, user: CurrentUser, request: Request, session: SessionDep
+    body: InvitationAccept, user: CurrentUser, ctx: RequestContextDep, session: SessionDep
 ) -> MembershipRead:
     """Join an organization with an invitation token (404 unknown, expired, revoked or used; 403 when the
     caller's email is not the invited one; 409 already a member). Accepting verifies the caller's email."""
-    member = await org_service.accept_invitation(session, user=user, token=body.token, ip_address=client_ip(request))
+    member = await org_service.accept_invitation(session, user=user, token=body.token, ip_address=ctx.ip_address)
     return MembershipRead.model_validate(member)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.auth.schemas import Email, StrictModel
+from app.core.schemas import Email, StrictModel
 from app.orgs.models import OrgRole
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"

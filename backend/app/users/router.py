@@ -4,9 +4,10 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from app.auth import mail
 from app.auth import service as auth_service
-from app.auth.dependencies import CurrentUser, SettingsDep
+from app.auth.dependencies import CurrentUser
 from app.core.db import SessionDep
 from app.core.responses import responses
+from app.core.settings import SettingsDep
 from app.users import service as user_service
 from app.users.schemas import ProfileCreate, ProfileRead, ProfileUpdate, UserRead, UserUpdate
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
-from app.auth.schemas import Email, StrictModel
+from app.core.schemas import Email, StrictModel
 
 
 class UserRead(BaseModel):
