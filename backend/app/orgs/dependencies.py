@@ -1,7 +1,13 @@
-"""Organization access as a type in the handler's signature: ``OrgMember``, ``OrgAdmin``, ``OrgOwner``.
+"""Organization access as a type in the handler's signature, named for the action the route performs.
 
-Each loads the caller's membership of ``{org_id}`` and asks ``policy``: none -> 404 (the organization stays
-invisible, also to superusers), a lower role -> 403.
+Each alias is built from an ``Action`` of ``policy.RULES`` (the one table): it loads the caller's membership of
+``{org_id}`` and asks ``policy.gate``: none -> 404 (the organization stays invisible, also to superusers), a
+role below the action's minimum -> 403. What depends on a target or a granted role is decided by the service,
+which asks ``policy.decide`` with the same action. A route therefore never states a role of its own.
+
+Checks on the caller rather than on its membership (the token's assurance level for organizations that
+require MFA, an API key's allowed actions) belong in ``_authorize``, keyed by the action: every organization
+route passes through it, and nothing else decides organization access.
 """
 
 from __future__ import annotations
@@ -11,26 +17,47 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.dependencies import CurrentUser
+from app.auth.dependencies import CurrentPrincipal, Principal
 from app.core.db import SessionDep
 from app.orgs import policy
 from app.orgs import service as org_service
-from app.orgs.models import Membership, OrgRole
+from app.orgs.policy import Action, Actor
 
 
-def membership_at_least(minimum: OrgRole) -> Callable[..., Awaitable[Membership]]:
-    async def dependency(org_id: UUID, user: CurrentUser, session: SessionDep) -> Membership:
-        membership = await org_service.find_membership(session, org_id=org_id, user_id=user.id)
-        role = policy.actor_role(membership.role if membership else None, is_superuser=user.is_superuser)
-        policy.require(policy.admits(role, minimum))
-        assert membership is not None
-        return membership
+async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, action: Action) -> Actor:
+    membership = await org_service.find_membership(session, org_id=org_id, user_id=caller.user.id)
+    role = policy.actor_role(membership.role if membership else None, is_superuser=caller.user.is_superuser)
+    policy.require(policy.gate(role, action))
+    assert role is not None  # gate answers NOT_FOUND without a membership
+    return Actor(org_id=org_id, user_id=caller.user.id, role=role)
 
-    dependency.__name__ = f"org_{minimum}"
+
+def authorize(action: Action) -> Callable[..., Awaitable[Actor]]:
+    """The guard of a route that performs ``action``."""
+
+    async def dependency(org_id: UUID, caller: CurrentPrincipal, session: SessionDep) -> Actor:
+        return await _authorize(session, org_id, caller, action)
+
+    dependency.__name__ = f"authorize_{action}"
     return dependency
 
 
-OrgMember = Annotated[Membership, Depends(membership_at_least(OrgRole.MEMBER))]
-OrgAdmin = Annotated[Membership, Depends(membership_at_least(OrgRole.ADMIN))]
-OrgOwner = Annotated[Membership, Depends(membership_at_least(OrgRole.OWNER))]
+async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentPrincipal, session: SessionDep) -> Actor:
+    """``DELETE …/members/{user_id}``: leaving (the caller's own id) or removing someone else."""
+    return await _authorize(session, org_id, caller, policy.removal_action(actor_id=caller.user.id, user_id=user_id))
+
+
+ViewOrg = Annotated[Actor, Depends(authorize(Action.VIEW_ORG))]
+UpdateOrg = Annotated[Actor, Depends(authorize(Action.UPDATE_ORG))]
+DeleteOrg = Annotated[Actor, Depends(authorize(Action.DELETE_ORG))]
+ListMembers = Annotated[Actor, Depends(authorize(Action.LIST_MEMBERS))]
+AddMember = Annotated[Actor, Depends(authorize(Action.ADD_MEMBER))]
+ChangeRole = Annotated[Actor, Depends(authorize(Action.CHANGE_ROLE))]
+RemoveOrLeave = Annotated[Actor, Depends(authorize_removal)]
+TransferOrg = Annotated[Actor, Depends(authorize(Action.TRANSFER_OWNERSHIP))]
+Invite = Annotated[Actor, Depends(authorize(Action.INVITE))]
+ListInvitations = Annotated[Actor, Depends(authorize(Action.LIST_INVITATIONS))]
+RevokeInvitation = Annotated[Actor, Depends(authorize(Action.REVOKE_INVITATION))]
+ViewAudit = Annotated[Actor, Depends(authorize(Action.VIEW_AUDIT))]

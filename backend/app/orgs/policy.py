@@ -1,4 +1,5 @@
-"""Who may do what in an organization: pure functions, no I/O, asked by the dependencies and the service.
+"""Who may do what in an organization: one table (``RULES``) and pure functions, no I/O, asked by the guards
+(app/orgs/dependencies.py) and the service with the same ``Action``.
 
 Roles rank ``owner`` > ``admin`` > ``member``. The whole rule set (docs/ORGANIZATIONS.md has it as a table):
 
@@ -12,6 +13,8 @@ Roles rank ``owner`` > ``admin`` > ``member``. The whole rule set (docs/ORGANIZA
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from enum import StrEnum
 
 from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
@@ -36,31 +39,50 @@ class Action(StrEnum):
     TRANSFER_OWNERSHIP = "transfer_ownership"
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts on an organization, as the guard (app/orgs/dependencies.py) hands it to the service: the caller
+    and the role the guard admitted. A service that must decide on current roles re-reads it under the
+    organization's lock (service._locked_actor)."""
+
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    role: OrgRole
+
+
 class Verdict(StrEnum):
     ALLOW = "allow"
     NOT_FOUND = "not_found"  # not a member: answer as if the organization did not exist
     FORBIDDEN = "forbidden"  # a member, but the role does not allow it
 
 
-MINIMUM_ROLE: dict[Action, OrgRole] = {
-    Action.VIEW_ORG: OrgRole.MEMBER,
-    Action.LIST_MEMBERS: OrgRole.MEMBER,
-    Action.LEAVE: OrgRole.MEMBER,
-    Action.UPDATE_ORG: OrgRole.ADMIN,
-    Action.ADD_MEMBER: OrgRole.ADMIN,
-    Action.CHANGE_ROLE: OrgRole.ADMIN,
-    Action.REMOVE_MEMBER: OrgRole.ADMIN,
-    Action.INVITE: OrgRole.ADMIN,
-    Action.LIST_INVITATIONS: OrgRole.ADMIN,
-    Action.REVOKE_INVITATION: OrgRole.ADMIN,
-    Action.VIEW_AUDIT: OrgRole.ADMIN,
-    Action.DELETE_ORG: OrgRole.OWNER,
-    Action.TRANSFER_OWNERSHIP: OrgRole.OWNER,
-}
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One action's row: the minimum role (the route's guard asks it), and whether the answer also depends on
+    the role granted (``role=``) or the target's role (``target=``), which only the service knows."""
 
-# Actions whose answer also depends on a role: the role granted (``role=``) and/or the target's (``target=``).
-_GRANTS = {Action.ADD_MEMBER, Action.INVITE, Action.REVOKE_INVITATION, Action.CHANGE_ROLE}
-_TARGETS = {Action.CHANGE_ROLE, Action.REMOVE_MEMBER}
+    minimum: OrgRole
+    grants: bool = False
+    targets: bool = False
+
+
+# The one table of organization permissions: the guards are built from it (one alias per action) and the
+# service asks ``decide`` with the same action, so a route and its service cannot disagree on a role.
+RULES: dict[Action, Rule] = {
+    Action.VIEW_ORG: Rule(OrgRole.MEMBER),
+    Action.LIST_MEMBERS: Rule(OrgRole.MEMBER),
+    Action.LEAVE: Rule(OrgRole.MEMBER),
+    Action.UPDATE_ORG: Rule(OrgRole.ADMIN),
+    Action.ADD_MEMBER: Rule(OrgRole.ADMIN, grants=True),
+    Action.CHANGE_ROLE: Rule(OrgRole.ADMIN, grants=True, targets=True),
+    Action.REMOVE_MEMBER: Rule(OrgRole.ADMIN, targets=True),
+    Action.INVITE: Rule(OrgRole.ADMIN, grants=True),
+    Action.LIST_INVITATIONS: Rule(OrgRole.ADMIN),
+    Action.REVOKE_INVITATION: Rule(OrgRole.ADMIN, grants=True),
+    Action.VIEW_AUDIT: Rule(OrgRole.ADMIN),
+    Action.DELETE_ORG: Rule(OrgRole.OWNER),
+    Action.TRANSFER_OWNERSHIP: Rule(OrgRole.OWNER),
+}
 
 
 def actor_role(membership_role: str | None, *, is_superuser: bool) -> OrgRole | None:
@@ -74,11 +96,17 @@ def at_least(role: OrgRole | str, minimum: OrgRole) -> bool:
     return RANK[OrgRole(role)] >= RANK[minimum]
 
 
-def admits(actor: OrgRole | None, minimum: OrgRole) -> Verdict:
-    """The gate in front of every organization route."""
+def removal_action(*, actor_id: uuid.UUID, user_id: uuid.UUID) -> Action:
+    """``DELETE …/members/{user_id}`` is leaving when the id is the caller's own, else removing someone."""
+    return Action.LEAVE if user_id == actor_id else Action.REMOVE_MEMBER
+
+
+def gate(actor: OrgRole | None, action: Action) -> Verdict:
+    """The part of ``decide`` that needs no target: membership and the action's minimum role. The route's
+    guard asks it before the handler runs; the service asks it again on the role re-read under lock."""
     if actor is None:
         return Verdict.NOT_FOUND
-    return Verdict.ALLOW if at_least(actor, minimum) else Verdict.FORBIDDEN
+    return Verdict.ALLOW if at_least(actor, RULES[action].minimum) else Verdict.FORBIDDEN
 
 
 def can_grant(actor: OrgRole, role: OrgRole) -> bool:
@@ -99,17 +127,18 @@ def decide(
     role: OrgRole | None = None,
 ) -> Verdict:
     """The answer for ``actor`` doing ``action`` to a member holding ``target``, granting ``role``."""
-    gate = admits(actor, MINIMUM_ROLE[action])
-    if gate is not Verdict.ALLOW or actor is None:
-        return gate
-    if action in _GRANTS and role is None:
+    verdict = gate(actor, action)
+    if verdict is not Verdict.ALLOW or actor is None:
+        return verdict
+    rule = RULES[action]
+    if rule.grants and role is None:
         raise ValueError(f"{action} needs the role being granted")
-    if action in _TARGETS and target is None:
+    if rule.targets and target is None:
         raise ValueError(f"{action} needs the target's role")
     allowed = True
-    if role is not None and action in _GRANTS:
+    if rule.grants and role is not None:
         allowed = can_grant(actor, role)
-    if target is not None and action in _TARGETS:
+    if rule.targets and target is not None:
         allowed = allowed and can_manage(actor, target)
     return Verdict.ALLOW if allowed else Verdict.FORBIDDEN
 

@@ -1,5 +1,6 @@
-"""Organizations, members, invitations. Access is the ``OrgMember``/``OrgAdmin``/``OrgOwner`` alias of each
-handler; the rules that depend on a target's role are the service's (asking ``policy``)."""
+"""Organizations, members, invitations. Access is the guard alias of each handler, named for the action it
+performs (app/orgs/dependencies.py); the rules that depend on a target's role are the service's (asking
+``policy.decide`` with the same action)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,20 @@ from app.core.schemas import Page, PageDep
 from app.core.settings import SettingsDep
 from app.orgs import mail
 from app.orgs import service as org_service
-from app.orgs.dependencies import OrgAdmin, OrgMember, OrgOwner
+from app.orgs.dependencies import (
+    AddMember,
+    ChangeRole,
+    DeleteOrg,
+    Invite,
+    ListInvitations,
+    ListMembers,
+    RemoveOrLeave,
+    RevokeInvitation,
+    TransferOrg,
+    UpdateOrg,
+    ViewAudit,
+    ViewOrg,
+)
 from app.orgs.schemas import (
     InvitationAccept,
     InvitationCreate,
@@ -56,13 +70,13 @@ async def list_orgs(user: CurrentUser, page: PageDep, session: SessionDep) -> Pa
 
 
 @router.get("/{org_id}", operation_id="orgs-get", responses=responses(401, 404))
-async def read_org(actor: OrgMember, session: SessionDep) -> OrgRead:
+async def read_org(actor: ViewOrg, session: SessionDep) -> OrgRead:
     """One organization (members only; anyone else gets 404)."""
     return OrgRead.model_validate(await org_service.read_org(session, actor=actor))
 
 
 @router.patch("/{org_id}", operation_id="orgs-update", responses=responses(401, 403, 404, 409, 422))
-async def update_org(body: OrgUpdate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
+async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Rename, or change the slug (409 ``slug_taken``). Admins and owners."""
     org = await org_service.update_org(session, actor=actor, name=body.name, slug=body.slug, ip_address=ctx.ip_address)
     return OrgRead.model_validate(org)
@@ -74,13 +88,13 @@ async def update_org(body: OrgUpdate, actor: OrgAdmin, ctx: RequestContextDep, s
     operation_id="orgs-delete",
     responses=responses(401, 403, 404),
 )
-async def delete_org(actor: OrgOwner, ctx: RequestContextDep, session: SessionDep) -> None:
+async def delete_org(actor: DeleteOrg, ctx: RequestContextDep, session: SessionDep) -> None:
     """Delete the organization with its memberships and invitations. Owners only."""
     await org_service.delete_own_org(session, actor=actor, ip_address=ctx.ip_address)
 
 
 @router.get("/{org_id}/members", operation_id="orgs-members-list", responses=responses(401, 404))
-async def list_members(actor: OrgMember, page: PageDep, session: SessionDep) -> Page[MemberRead]:
+async def list_members(actor: ListMembers, page: PageDep, session: SessionDep) -> Page[MemberRead]:
     """Members, in the order they joined."""
     members, total = await org_service.list_members(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
     return Page(
@@ -94,7 +108,7 @@ async def list_members(actor: OrgMember, page: PageDep, session: SessionDep) -> 
     operation_id="orgs-members-add",
     responses=responses(401, 403, 404, 409, 422),
 )
-async def add_member(body: MemberCreate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> MemberRead:
+async def add_member(body: MemberCreate, actor: AddMember, ctx: RequestContextDep, session: SessionDep) -> MemberRead:
     """Add an existing user by email (404 ``user_not_found``; 409 ``already_member``). Nobody grants a role
     above their own; only owners grant ``owner``."""
     member = await org_service.add_member(
@@ -109,7 +123,7 @@ async def add_member(body: MemberCreate, actor: OrgAdmin, ctx: RequestContextDep
     responses=responses(401, 403, 404, 409, 422),
 )
 async def change_member_role(
-    user_id: UUID, body: MemberRoleUpdate, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep
+    user_id: UUID, body: MemberRoleUpdate, actor: ChangeRole, ctx: RequestContextDep, session: SessionDep
 ) -> MemberRead:
     """Change a member's role. Admins manage members and admins; only owners touch the owner role;
     the last owner cannot be demoted (409 ``last_owner``)."""
@@ -125,7 +139,7 @@ async def change_member_role(
     operation_id="orgs-members-remove",
     responses=responses(401, 403, 404, 409),
 )
-async def remove_member(user_id: UUID, actor: OrgMember, ctx: RequestContextDep, session: SessionDep) -> None:
+async def remove_member(user_id: UUID, actor: RemoveOrLeave, ctx: RequestContextDep, session: SessionDep) -> None:
     """Remove a member (admin+; owners only by owners), or leave (your own user id). The last owner can
     do neither (409 ``last_owner``)."""
     await org_service.remove_member(session, actor=actor, user_id=user_id, ip_address=ctx.ip_address)
@@ -137,7 +151,7 @@ async def remove_member(user_id: UUID, actor: OrgMember, ctx: RequestContextDep,
     responses=responses(401, 403, 404, 409, 422),
 )
 async def transfer_ownership(
-    body: TransferOwnership, actor: OrgOwner, ctx: RequestContextDep, session: SessionDep
+    body: TransferOwnership, actor: TransferOrg, ctx: RequestContextDep, session: SessionDep
 ) -> MemberRead:
     """The named member becomes owner and the caller becomes admin. Answers the new owner's membership."""
     member = await org_service.transfer_ownership(session, actor=actor, user_id=body.user_id, ip_address=ctx.ip_address)
@@ -152,7 +166,7 @@ async def transfer_ownership(
 )
 async def create_invitation(
     body: InvitationCreate,
-    actor: OrgAdmin,
+    actor: Invite,
     user: CurrentUser,
     request: Request,
     ctx: RequestContextDep,
@@ -178,7 +192,7 @@ async def create_invitation(
 
 
 @router.get("/{org_id}/invitations", operation_id="orgs-invitations-list", responses=responses(401, 403, 404))
-async def list_invitations(actor: OrgAdmin, page: PageDep, session: SessionDep) -> Page[InvitationRead]:
+async def list_invitations(actor: ListInvitations, page: PageDep, session: SessionDep) -> Page[InvitationRead]:
     """Pending invitations (not accepted, revoked or expired), newest first; never their tokens."""
     invitations, total = await org_service.list_invitations(
         session, org_id=actor.org_id, limit=page.limit, offset=page.offset
@@ -197,13 +211,15 @@ async def list_invitations(actor: OrgAdmin, page: PageDep, session: SessionDep) 
     operation_id="orgs-invitations-revoke",
     responses=responses(401, 403, 404),
 )
-async def revoke_invitation(invitation_id: UUID, actor: OrgAdmin, ctx: RequestContextDep, session: SessionDep) -> None:
+async def revoke_invitation(
+    invitation_id: UUID, actor: RevokeInvitation, ctx: RequestContextDep, session: SessionDep
+) -> None:
     """Revoke a pending invitation: its token stops working."""
     await org_service.revoke_invitation(session, actor=actor, invitation_id=invitation_id, ip_address=ctx.ip_address)
 
 
 @router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list", responses=responses(401, 403, 404))
-async def list_audit_events(actor: OrgAdmin, page: PageDep, session: SessionDep) -> Page[AuditEventRead]:
+async def list_audit_events(actor: ViewAudit, page: PageDep, session: SessionDep) -> Page[AuditEventRead]:
     """This organization's audit events, newest first. Admins and owners."""
     events, total = await org_service.list_org_audit_events(
         session, org_id=actor.org_id, limit=page.limit, offset=page.offset

@@ -40,7 +40,7 @@ from app.orgs.exceptions import (
     SlugTakenError,
 )
 from app.orgs.models import Invitation, Membership, Organization, OrgRole
-from app.orgs.policy import Action
+from app.orgs.policy import Action, Actor
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
 from app.users.models import User
@@ -166,7 +166,7 @@ async def _lock_org(session: AsyncSession, org_id: uuid.UUID) -> None:
         raise OrgNotFoundError()
 
 
-async def _locked_actor(session: AsyncSession, actor: Membership) -> OrgRole | None:
+async def _locked_actor(session: AsyncSession, actor: Actor) -> OrgRole | None:
     """Lock the organization, then the caller's current role (it may have changed since the request began)."""
     await _lock_org(session, actor.org_id)
     fresh = await find_membership(session, org_id=actor.org_id, user_id=actor.user_id)
@@ -239,19 +239,18 @@ async def list_my_orgs(
     return [_with_role(org, role) for org, role in rows], int(total or 0)
 
 
-async def read_org(session: AsyncSession, *, actor: Membership) -> OrgWithRole:
+async def read_org(session: AsyncSession, *, actor: Actor) -> OrgWithRole:
     return _with_role(await get_org(session, actor.org_id), actor.role)
 
 
 async def update_org(
     session: AsyncSession,
     *,
-    actor: Membership,
+    actor: Actor,
     name: str | None,
     slug: str | None,
     ip_address: str | None = None,
 ) -> OrgWithRole:
-    policy.require(policy.decide(OrgRole(actor.role), Action.UPDATE_ORG))
     org = await get_org(session, actor.org_id)
     changes: dict[str, str] = {}
     if name is not None and name != org.name:
@@ -293,7 +292,7 @@ async def delete_org(
     await session.flush()
 
 
-async def delete_own_org(session: AsyncSession, *, actor: Membership, ip_address: str | None = None) -> None:
+async def delete_own_org(session: AsyncSession, *, actor: Actor, ip_address: str | None = None) -> None:
     role = await _locked_actor(session, actor)
     policy.require(policy.decide(role, Action.DELETE_ORG))
     await delete_org(session, actor.org_id, actor.user_id, ip_address=ip_address)
@@ -333,10 +332,10 @@ async def _insert_membership(session: AsyncSession, membership: Membership) -> N
 
 
 async def add_member(
-    session: AsyncSession, *, actor: Membership, email: str, role: OrgRole, ip_address: str | None = None
+    session: AsyncSession, *, actor: Actor, email: str, role: OrgRole, ip_address: str | None = None
 ) -> Member:
     """Add an existing user (by email): 404 ``user_not_found``, 409 ``already_member``."""
-    policy.require(policy.decide(OrgRole(actor.role), Action.ADD_MEMBER, role=role))
+    policy.require(policy.decide(actor.role, Action.ADD_MEMBER, role=role))
     user = await user_service.find_user_by_email(session, email)
     if user is None:
         raise UserNotFoundError("No user with this email exists; invite them instead.")
@@ -357,10 +356,10 @@ async def add_member(
 
 
 async def change_member_role(
-    session: AsyncSession, *, actor: Membership, user_id: uuid.UUID, role: OrgRole, ip_address: str | None = None
+    session: AsyncSession, *, actor: Actor, user_id: uuid.UUID, role: OrgRole, ip_address: str | None = None
 ) -> Member:
     actor_role = await _locked_actor(session, actor)
-    policy.require(policy.admits(actor_role, policy.MINIMUM_ROLE[Action.CHANGE_ROLE]))
+    policy.require(policy.gate(actor_role, Action.CHANGE_ROLE))
     target = await get_membership(session, org_id=actor.org_id, user_id=user_id)
     previous = OrgRole(target.role)
     policy.require(policy.decide(actor_role, Action.CHANGE_ROLE, target=previous, role=role))
@@ -382,16 +381,15 @@ async def change_member_role(
 
 
 async def remove_member(
-    session: AsyncSession, *, actor: Membership, user_id: uuid.UUID, ip_address: str | None = None
+    session: AsyncSession, *, actor: Actor, user_id: uuid.UUID, ip_address: str | None = None
 ) -> None:
     """An admin+ removes someone, or a member removes themself (leaving)."""
-    leaving = user_id == actor.user_id
-    action = Action.LEAVE if leaving else Action.REMOVE_MEMBER
+    action = policy.removal_action(actor_id=actor.user_id, user_id=user_id)
+    leaving = action is Action.LEAVE
     actor_role = await _locked_actor(session, actor)
-    policy.require(policy.admits(actor_role, policy.MINIMUM_ROLE[action]))
+    policy.require(policy.gate(actor_role, action))
     target = await get_membership(session, org_id=actor.org_id, user_id=user_id)
-    if not leaving:
-        policy.require(policy.decide(actor_role, action, target=OrgRole(target.role)))
+    policy.require(policy.decide(actor_role, action, target=OrgRole(target.role)))
     await _ensure_owner_remains(session, target=target, new_role=None)
     role = target.role
     await session.delete(target)
@@ -408,7 +406,7 @@ async def remove_member(
 
 
 async def transfer_ownership(
-    session: AsyncSession, *, actor: Membership, user_id: uuid.UUID, ip_address: str | None = None
+    session: AsyncSession, *, actor: Actor, user_id: uuid.UUID, ip_address: str | None = None
 ) -> Member:
     """The named member becomes owner and the caller admin. Returns the new owner's membership."""
     actor_role = await _locked_actor(session, actor)
@@ -444,7 +442,7 @@ async def create_invitation(
     session: AsyncSession,
     settings: Settings,
     *,
-    actor: Membership,
+    actor: Actor,
     email: str,
     role: OrgRole,
     ip_address: str | None = None,
@@ -520,10 +518,9 @@ async def list_invitations(
 
 
 async def revoke_invitation(
-    session: AsyncSession, *, actor: Membership, invitation_id: uuid.UUID, ip_address: str | None = None
+    session: AsyncSession, *, actor: Actor, invitation_id: uuid.UUID, ip_address: str | None = None
 ) -> None:
     """404 unless it belongs to this organization and is neither accepted nor revoked."""
-    policy.require(policy.admits(OrgRole(actor.role), policy.MINIMUM_ROLE[Action.REVOKE_INVITATION]))
     invitation = await session.scalar(
         select(Invitation).where(
             Invitation.id == invitation_id,
@@ -534,7 +531,7 @@ async def revoke_invitation(
     )
     if invitation is None:
         raise InvitationNotFoundError()
-    policy.require(policy.decide(OrgRole(actor.role), Action.REVOKE_INVITATION, role=OrgRole(invitation.role)))
+    policy.require(policy.decide(actor.role, Action.REVOKE_INVITATION, role=OrgRole(invitation.role)))
     revoked = await session.execute(
         update(Invitation)
         .where(Invitation.id == invitation_id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))

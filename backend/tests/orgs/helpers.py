@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.orgs import service as org_service
 from app.orgs.models import Invitation, Membership, OrgRole
+from app.orgs.policy import Actor
 from app.users.models import User
 from tests.factories import TestUser, create_user
 
@@ -44,7 +45,8 @@ async def make_invitation(
     app: FastAPI, org_id: uuid.UUID, inviter_id: uuid.UUID, *, email: str, role: OrgRole | str = OrgRole.MEMBER
 ) -> tuple[uuid.UUID, str]:
     async with app.state.sessionmaker() as session:
-        actor = await org_service.get_membership(session, org_id=org_id, user_id=inviter_id)
+        membership = await org_service.get_membership(session, org_id=org_id, user_id=inviter_id)
+        actor = Actor(org_id=org_id, user_id=inviter_id, role=OrgRole(membership.role))
         invitation, token, _ = await org_service.create_invitation(
             session, app.state.settings, actor=actor, email=email, role=OrgRole(role)
         )

@@ -5,6 +5,8 @@ The expectations are written out by hand (not derived from the code under test),
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from app.orgs import policy
@@ -69,6 +71,20 @@ class TestDecide:
     def test_every_action_is_in_the_table(self) -> None:
         assert {row[0] for row in TABLE} == set(Action)
 
+    def test_every_action_has_one_rule(self) -> None:
+        assert set(policy.RULES) == set(Action)
+
+    @pytest.mark.parametrize("actor", ACTORS)
+    @pytest.mark.parametrize("action", list(Action))
+    def test_the_guard_refuses_exactly_what_no_target_allows(self, action: Action, actor: OrgRole | None) -> None:
+        """``gate`` (the route's guard) is ``decide`` before the target and the granted role are known."""
+        verdicts = {policy.decide(actor, action, target=t, role=r) for t in (M, A, O) for r in (M, A, O)}
+        gate = policy.gate(actor, action)
+        if gate is ok:
+            assert ok in verdicts
+        else:
+            assert verdicts == {gate}
+
     def test_missing_granted_role_is_a_programming_error(self) -> None:
         with pytest.raises(ValueError, match="role being granted"):
             policy.decide(A, Action.INVITE)
@@ -76,6 +92,15 @@ class TestDecide:
     def test_missing_target_is_a_programming_error(self) -> None:
         with pytest.raises(ValueError, match="target"):
             policy.decide(O, Action.REMOVE_MEMBER)
+
+
+class TestRemovalAction:
+    def test_own_id_is_leaving(self) -> None:
+        me = uuid.uuid4()
+        assert policy.removal_action(actor_id=me, user_id=me) is Action.LEAVE
+
+    def test_another_id_is_removing(self) -> None:
+        assert policy.removal_action(actor_id=uuid.uuid4(), user_id=uuid.uuid4()) is Action.REMOVE_MEMBER
 
 
 class TestSuperuser:
