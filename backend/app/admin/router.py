@@ -78,7 +78,7 @@ async def update_user(
         session,
         actor=admin,
         user_id=user_id,
-        changes=body.model_dump(exclude_unset=True),
+        changes=body,
         ip_address=ctx.ip_address,
     )
     return AdminUserRead.model_validate(user)

@@ -10,10 +10,12 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.exceptions import LastSuperuserError, SoleOwnerError
+from app.admin.schemas import AdminUserUpdate
 from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, RevokeReason
+from app.core.updates import apply_changes
 from app.credits import service as credit_service
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
@@ -117,18 +119,15 @@ async def update_user(
     *,
     actor: User,
     user_id: uuid.UUID,
-    changes: dict[str, Any],
+    changes: AdminUserUpdate,
     ip_address: str | None,
 ) -> User:
     """Apply ``is_active`` / ``is_superuser`` / ``full_name``; deactivation ends every session at once."""
-    changes = {key: value for key, value in changes.items() if value is not None or key == "full_name"}
-    if changes.get("is_superuser") is False or changes.get("is_active") is False:
+    if changes.is_superuser is False or changes.is_active is False:
         await _ensure_another_superuser(session, losing=user_id)
     user = await _fresh_user(session, user_id)
-    applied = {key: value for key, value in changes.items() if getattr(user, key) != value}
     was_active = user.is_active
-    for key, value in applied.items():
-        setattr(user, key, value)
+    applied = apply_changes(user, changes)
     details: dict[str, Any] = {"changes": applied}
     if was_active and not user.is_active:
         ended = await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.USER_DEACTIVATED)

@@ -28,6 +28,7 @@ from app.auth.identity import attach
 from app.core.db import utcnow
 from app.core.security import hash_token, new_secret_token
 from app.core.settings import Settings
+from app.core.updates import apply_changes
 from app.orgs import policy
 from app.orgs.exceptions import (
     AlreadyMemberError,
@@ -41,6 +42,7 @@ from app.orgs.exceptions import (
 )
 from app.orgs.models import Invitation, Membership, Organization, OrgRole
 from app.orgs.policy import Action, Actor
+from app.orgs.schemas import OrgUpdate
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
 from app.users.models import User
@@ -244,20 +246,11 @@ async def read_org(session: AsyncSession, *, actor: Actor) -> OrgWithRole:
 
 
 async def update_org(
-    session: AsyncSession,
-    *,
-    actor: Actor,
-    name: str | None,
-    slug: str | None,
-    ip_address: str | None = None,
+    session: AsyncSession, *, actor: Actor, changes: OrgUpdate, ip_address: str | None = None
 ) -> OrgWithRole:
     org = await get_org(session, actor.org_id)
-    changes: dict[str, str] = {}
-    if name is not None and name != org.name:
-        changes["name"] = org.name = name
-    if slug is not None and slug != org.slug:
-        changes["slug"] = org.slug = slug
-    if changes:
+    applied = apply_changes(org, changes)
+    if applied:
         if not await _flush_slug(session, org):
             raise SlugTakenError()
         await audit.record(
@@ -266,7 +259,7 @@ async def update_org(
             actor_id=actor.user_id,
             org_id=org.id,
             ip_address=ip_address,
-            details={"changes": changes},
+            details={"changes": applied},
         )
     return _with_role(org, actor.role)
 

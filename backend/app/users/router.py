@@ -30,7 +30,7 @@ async def update_me(
     settings: SettingsDep,
 ) -> UserRead:
     """Change the caller's name or email; a new email is unverified until confirmed from its mail."""
-    user, new_email = await user_service.update_me(session, user=user, changes=body.model_dump(exclude_unset=True))
+    user, new_email = await user_service.update_me(session, user=user, changes=body)
     token = await auth_service.request_email_verification(session, settings, user=user) if new_email else None
     if token is not None:
         mail.send_verification(request, background, to=user.email, token=token)
@@ -73,6 +73,5 @@ async def create_profile(
 @router.put("/profile", operation_id="profile-update", responses=responses(401, 404, 422))
 async def update_profile(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> ProfileRead:
     """Change the name or avatar; credits are never set here (unknown fields are refused with 422)."""
-    changes = body.model_dump(exclude_unset=True, mode="json")
-    profile = await user_service.update_profile(session, user_id=user.id, changes=changes)
+    profile = await user_service.update_profile(session, user_id=user.id, changes=body)
     return ProfileRead.model_validate(profile)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, PlainSerializer, UrlConstraints
 
 from app.core.schemas import Email, StrictModel
 
@@ -38,8 +38,12 @@ class ProfileRead(BaseModel):
     updated_at: datetime
 
 
-# http(s) only (no javascript:, data:), and no longer than the column.
-AvatarUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True)]
+# http(s) only (no javascript:, data:), and no longer than the column; dumped as the string the column stores.
+AvatarUrl = Annotated[
+    AnyUrl,
+    UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True),
+    PlainSerializer(str),
+]
 
 
 class ProfileCreate(StrictModel):

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.identity import attach
 from app.core.db import utcnow
+from app.core.updates import apply_changes
 from app.credits.models import CreditTransaction
 from app.users.exceptions import EmailTakenError, ProfileNotFoundError, UserNotFoundError
 from app.users.models import AuthProvider, Profile, User
+from app.users.schemas import ProfileUpdate, UserUpdate
 
 SIGNUP_CREDITS_REASON = "signup_bonus"
 
@@ -170,22 +172,19 @@ async def get_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile:
     return profile
 
 
-async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: dict[str, object]) -> Profile:
+async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: ProfileUpdate) -> Profile:
     profile = await get_profile(session, user_id)
-    for field in ("full_name", "avatar_url"):
-        if field in changes:
-            setattr(profile, field, changes[field])
+    apply_changes(profile, changes)
     await session.flush()
     return profile
 
 
-async def update_me(session: AsyncSession, *, user: User, changes: dict[str, object]) -> tuple[User, str | None]:
+async def update_me(session: AsyncSession, *, user: User, changes: UserUpdate) -> tuple[User, str | None]:
     """Apply name/email changes: the updated user, and the new email when it changed (it is then unverified)."""
     user = await attach(session, user)
-    if "full_name" in changes:
-        user.full_name = changes["full_name"]  # type: ignore[assignment]
-    new_email = changes.get("email")
-    if isinstance(new_email, str) and normalize_email(new_email) != user.email:
+    apply_changes(user, changes, handled={"email"})
+    new_email = changes.email
+    if new_email is not None and normalize_email(new_email) != user.email:
         user.email = normalize_email(new_email)
         user.is_verified = False
         try:
