@@ -51,7 +51,7 @@ test-sqlite:
 lint: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync ruff check . && \
 	  $$(command -v uv || echo $(UV)) run --no-sync ruff format --check . && \
-	  $$(command -v uv || echo $(UV)) run --no-sync mypy app
+	  $$(command -v uv || echo $(UV)) run --no-sync mypy app tests
 
 format: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync ruff check --fix . && \

@@ -85,4 +85,5 @@ async def create_user(
 
 async def load_user(app: FastAPI, user_id: uuid.UUID) -> User | None:
     async with app.state.sessionmaker() as session:
-        return await session.get(User, user_id)
+        user: User | None = await session.get(User, user_id)
+        return user

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import sys
 from datetime import timedelta
@@ -25,7 +26,8 @@ PASSWORD = "Cli-Superuser-Pass-77"
 
 async def user_by_email(app: FastAPI, email: str) -> User | None:
     async with app.state.sessionmaker() as session:
-        return await session.scalar(select(User).where(User.email == email))
+        user: User | None = await session.scalar(select(User).where(User.email == email))
+        return user
 
 
 @pytest.mark.asyncio
@@ -98,7 +100,7 @@ class TestCommands:
     ) -> None:
         monkeypatch.setenv("DATABASE_URL", database_url)
         answers = iter(["short", PASSWORD, PASSWORD])  # a refused one, then the password twice
-        monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": next(answers))
+        monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
         email = unique_email("cli")
         assert cli.main(["create-superuser", "--email", email]) == 0
         captured = capsys.readouterr()
@@ -117,7 +119,7 @@ class TestCommands:
 async def _exists(database_url: str, email: str) -> bool:
     from app.core.db import create_engine, create_sessionmaker
 
-    settings = Settings(_env_file=None, DATABASE_URL=database_url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, DATABASE_URL=database_url)
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session:

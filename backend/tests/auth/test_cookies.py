@@ -60,7 +60,8 @@ async def generation(app: FastAPI, body: dict[str, str]) -> int:
     async with app.state.sessionmaker() as session:
         row = await session.get(AuthSession, session_of(body))
         assert row is not None
-        return row.generation
+        value: int = row.generation
+        return value
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -74,7 +74,7 @@ class TestChangesToTheCaller:
             assert attached in session
             attached.full_name = "Through attach"
         async with app.state.sessionmaker() as session:
-            assert (await session.get(User, user.id)).full_name == "Through attach"  # type: ignore[union-attr]
+            assert (await session.get(User, user.id)).full_name == "Through attach"
 
 
 @requires_postgres()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import bcrypt
 import httpx
@@ -83,13 +84,13 @@ class TestHashConcurrency:
     together than one after the other (login throughput, docs/SCALING.md)."""
 
     def test_counts_the_cpus_of_the_process_affinity(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
         assert security.usable_cpus() == 1
-        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
         assert security.usable_cpus() == 3
 
     def test_limiter_is_sized_to_them(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(security.os, "sched_getaffinity", lambda pid: {5}, raising=False)
-        monkeypatch.setattr(security.os, "cpu_count", lambda: 64)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 64)
         monkeypatch.setattr(security, "_hash_limiter", None)
         assert security._limiter().total_tokens == 1

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -13,10 +14,13 @@ from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
 pytestmark = pytest.mark.asyncio
 
 
-async def login(client: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD, **extra: str) -> dict:
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD, **extra: str
+) -> dict[str, Any]:
     response = await client.post("/api/v1/auth/login", json={"email": email, "password": password, **extra})
     assert response.status_code == 200, response.text
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def bearer(token: str) -> dict[str, str]:

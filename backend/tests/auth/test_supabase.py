@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -159,7 +160,7 @@ class TestHs256Token:
         issuer = issuer.format(url=jwks_server.url) if issuer else None
         assert_401(await get_me(application, mint(claims(issuer=issuer))))
 
-    async def test_issuer_unchecked_without_supabase_url(self, make_app) -> None:  # type: ignore[no-untyped-def]
+    async def test_issuer_unchecked_without_supabase_url(self, make_app) -> None:
         application = await make_app(SUPABASE_JWT_SECRET=SECRET)
         response = await get_me(application, mint(claims(issuer="https://any.supabase.co/auth/v1")))
         assert response.status_code == 200
@@ -248,7 +249,7 @@ class TestAnonymousUsers:
 
 class TestAsymmetricToken:
     @pytest.mark.parametrize("key", [EC_KEY, RSA_KEY], ids=["ES256", "RS256"])
-    async def test_ok(self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, key) -> None:  # type: ignore[no-untyped-def]
+    async def test_ok(self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, key) -> None:
         application = await supabase_app()
         sub = uuid.uuid4()
         response = await get_me(application, mint(claims(issuer=jwks_server.issuer, sub=sub), key))
@@ -262,13 +263,13 @@ class TestAsymmetricToken:
             assert (await get_me(application, mint(claims(issuer=jwks_server.issuer), key))).status_code == 200
         assert jwks_server.hits == 1
 
-    async def test_asymmetric_only_deployment(self, make_app, jwks_server: JwksServer) -> None:  # type: ignore[no-untyped-def]
+    async def test_asymmetric_only_deployment(self, make_app, jwks_server: JwksServer) -> None:
         """SUPABASE_URL alone (no legacy secret): JWKS tokens pass, HS256 ones are refused."""
         application = await make_app(SUPABASE_URL=jwks_server.url)
         assert (await get_me(application, mint(claims(issuer=jwks_server.issuer), EC_KEY))).status_code == 200
         assert_401(await get_me(application, mint(claims(issuer=jwks_server.issuer))))
 
-    async def test_explicit_jwks_url(self, make_app, jwks_server: JwksServer) -> None:  # type: ignore[no-untyped-def]
+    async def test_explicit_jwks_url(self, make_app, jwks_server: JwksServer) -> None:
         application = await make_app(SUPABASE_JWKS_URL=jwks_server.jwks_url)
         token = mint(claims(issuer="https://unchecked.example/auth/v1"), RSA_KEY)
         assert (await get_me(application, token)).status_code == 200
@@ -302,14 +303,14 @@ class TestAsymmetricToken:
     @pytest.mark.parametrize("key", [EC_KEY, RSA_KEY], ids=["EC", "RSA"])
     async def test_hs256_made_with_public_key_401(
         self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, key
-    ) -> None:  # type: ignore[no-untyped-def]
+    ) -> None:
         """Algorithm confusion: an HS256 token MACed with the published public key."""
         application = await supabase_app()
         payload = claims(issuer=jwks_server.issuer)
         for secret in (key.public_pem, json.dumps(key.jwk).encode()):
             assert_401(await get_me(application, forge_hs256(payload, secret, kid=key.kid)))
 
-    async def test_hs256_confusion_without_secret_401(self, make_app, jwks_server: JwksServer) -> None:  # type: ignore[no-untyped-def]
+    async def test_hs256_confusion_without_secret_401(self, make_app, jwks_server: JwksServer) -> None:
         application = await make_app(SUPABASE_URL=jwks_server.url)
         token = forge_hs256(claims(issuer=jwks_server.issuer), RSA_KEY.public_pem, kid=RSA_KEY.kid)
         assert_401(await get_me(application, token))
@@ -346,7 +347,7 @@ class TestAsymmetricToken:
         assert [r.status_code for r in responses] == [401] * 30
         assert jwks_server.hits == 1
 
-    async def test_jwks_down_503(self, make_app) -> None:  # type: ignore[no-untyped-def]
+    async def test_jwks_down_503(self, make_app) -> None:
         url = closed_port_url()
         application = await make_app(SUPABASE_URL=url)
         response = await get_me(application, mint(claims(issuer=f"{url}/auth/v1"), EC_KEY))
@@ -380,7 +381,7 @@ class TestAsymmetricToken:
         jwks_server.status = 200
         assert (await get_me(application, token)).status_code == 200
 
-    async def test_hs256_unaffected_by_jwks_outage(self, make_app) -> None:  # type: ignore[no-untyped-def]
+    async def test_hs256_unaffected_by_jwks_outage(self, make_app) -> None:
         url = closed_port_url()
         application = await make_app(SUPABASE_URL=url, SUPABASE_JWT_SECRET=SECRET)
         assert (await get_me(application, mint(claims(issuer=f"{url}/auth/v1")))).status_code == 200
@@ -393,7 +394,7 @@ def jwt_b64(data: bytes) -> str:
 
 
 class TestLifespan:
-    async def test_jwks_client_made_and_closed(self, base_settings: dict) -> None:
+    async def test_jwks_client_made_and_closed(self, base_settings: dict[str, Any]) -> None:
         from app.main import create_app
         from tests.conftest import make_settings
 

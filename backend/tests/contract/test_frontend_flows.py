@@ -83,7 +83,7 @@ SERVER_ENV = {
 @pytest.fixture
 def api_url(database_url: str, app: FastAPI) -> Iterator[str]:
     """The real app under uvicorn; `app` is requested so that the rows the flows made are cleaned after."""
-    with uvicorn_server(database_url, **SERVER_ENV) as url:
+    with uvicorn_server(database_url, workers=1, **SERVER_ENV) as url:
         yield url
 
 

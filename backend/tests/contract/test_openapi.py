@@ -62,7 +62,7 @@ class TestOperations:
         ids = [operation.get("operationId") for _, _, operation in operations(document)]
         missing = [f"{method.upper()} {path}" for path, method, op in operations(document) if not op.get("operationId")]
         assert missing == []
-        assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+        assert len(ids) == len(set(ids)), sorted(str(i) for i in ids if ids.count(i) > 1)
 
     def test_operation_ids_are_kebab_case_with_a_domain_prefix(self, document: dict[str, Any]) -> None:
         bad = [

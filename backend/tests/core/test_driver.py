@@ -47,7 +47,7 @@ async def test_its_own_small_pool_with_the_engines_connection_settings(make_app:
     assert not in_transaction  # each statement commits on its own
 
 
-async def test_sqlite_has_no_driver(make_app: AppFactory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_sqlite_has_no_driver(make_app: AppFactory, tmp_path) -> None:
     app = await make_app(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/d.db")
     assert app.state.driver is None
 
@@ -166,8 +166,8 @@ async def test_waiting_requests_are_served_in_arrival_order(make_app: AppFactory
         for n in range(5):
             waiting.append(asyncio.create_task(checkout(n)))
             await asyncio.sleep(0.01)
-        assert len(driver._turns._waiters or ()) == 5  # type: ignore[attr-defined]
-        assert not driver.pool._queue._getters  # type: ignore[attr-defined]
+        assert len(driver._turns._waiters or ()) == 5
+        assert not driver.pool._queue._getters
     await asyncio.wait_for(asyncio.gather(*waiting), 10)
     assert order == [0, 1, 2, 3, 4]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -50,7 +51,7 @@ class TestBadInput:
     async def test_oversized_chunked_body_413(self, make_app: AppFactory) -> None:
         app = await make_app(MAX_BODY_SIZE=4096)
 
-        async def chunks():  # no Content-Length: counted as it arrives
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
             for _ in range(10):
                 yield b"a" * 1000
 

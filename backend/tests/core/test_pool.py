@@ -16,7 +16,7 @@ from tests.factories import create_user
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
 
 
-async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(condition, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"

@@ -19,11 +19,11 @@ from app.core.routing import PrefixCheckedRoute, include_flat
 @pytest.mark.asyncio
 async def test_every_route_is_on_the_app_itself(app: FastAPI) -> None:
     prefix = app.state.settings.API_V1_PREFIX
-    own = {(r.path, frozenset(r.methods)) for r in app.router.routes if isinstance(r, APIRoute)}
+    own = {(r.path, frozenset(r.methods or ())) for r in app.router.routes if isinstance(r, APIRoute)}
     for router in API_ROUTERS:
         for route in router.routes:
             assert isinstance(route, APIRoute)
-            assert (prefix + route.path, frozenset(route.methods)) in own
+            assert (prefix + route.path, frozenset(route.methods or ())) in own
     # Only plain route types: no included-router wrapper is walked per request.
     assert all(type(r) in {APIRoute, PrefixCheckedRoute, Route, Mount} for r in app.router.routes)
     api = [r for r in app.router.routes if isinstance(r, APIRoute) and r.path.startswith(prefix)]

@@ -14,7 +14,8 @@ from app.users.models import Profile
 
 async def stored_balance(app: FastAPI, user_id: uuid.UUID) -> int | None:
     async with app.state.sessionmaker() as session:
-        return await session.scalar(select(Profile.credits).where(Profile.id == user_id))
+        balance: int | None = await session.scalar(select(Profile.credits).where(Profile.id == user_id))
+        return balance
 
 
 async def ledger_sum(app: FastAPI, user_id: uuid.UUID) -> int:

@@ -245,7 +245,10 @@ class TestSpendIdempotency:
     )
     async def test_invalid_key_422(self, client: httpx.AsyncClient, app: FastAPI, key: str) -> None:
         user = await create_user(app)
-        headers = [*user.headers.items(), ("Idempotency-Key", key.encode("latin-1"))]
+        headers: list[tuple[bytes, bytes]] = [
+            *((name.encode(), value.encode()) for name, value in user.headers.items()),
+            (b"Idempotency-Key", key.encode("latin-1")),
+        ]
         response = await client.post(SPEND, json={"amount": 1, "reason": "x"}, headers=headers)
         assert response.status_code == 422
         assert response.json()["code"] == "validation_error"

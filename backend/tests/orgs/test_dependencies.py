@@ -34,6 +34,6 @@ def test_leaving_and_removing_share_one_route_guard(app: FastAPI) -> None:
     (route,) = [
         r
         for r in app.router.routes
-        if isinstance(r, APIRoute) and r.path.endswith("/members/{user_id}") and "DELETE" in r.methods
+        if isinstance(r, APIRoute) and r.path.endswith("/members/{user_id}") and "DELETE" in (r.methods or ())
     ]
     assert _guards(route) == [dependencies.authorize_removal.__name__]

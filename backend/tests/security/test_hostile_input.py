@@ -526,7 +526,7 @@ class TestTokens:
 
     @pytest.mark.parametrize("claim", ["exp", "sid", "sub", "aud", "iss", "jti"])
     async def test_missing_claim(self, client: httpx.AsyncClient, world: World, claim: str) -> None:
-        await self.assert_401(client, _forge(world.member, **{claim: None}))
+        await self.assert_401(client, _forge(world.member, TEST_SECRET_KEY, None, **{claim: None}))
 
     @pytest.mark.parametrize("field, value", [("sub", "not-a-uuid"), ("sid", "1 OR 1=1"), ("sub", 12), ("sid", ["x"])])
     async def test_malformed_claim(self, client: httpx.AsyncClient, world: World, field: str, value: Any) -> None:

@@ -33,7 +33,7 @@ def _api_operations(app: FastAPI) -> list[tuple[str, str]]:
         (method, route.path)
         for route in app.routes
         if isinstance(route, APIRoute) and route.path.startswith("/api/v1/")
-        for method in route.methods
+        for method in route.methods or ()
     )
 
 
@@ -63,7 +63,9 @@ async def test_every_other_operation_refuses_a_request_without_a_token(app: Fast
 
 def test_the_caller_is_one_dependency_documented_as_the_one_bearer_scheme(app: FastAPI) -> None:
     # The bearer scheme resolves the caller itself (app/auth/dependencies.py): FastAPI solves no second level.
-    me = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/api/v1/users/me" and "GET" in r.methods)
+    me = next(
+        r for r in app.routes if isinstance(r, APIRoute) and r.path == "/api/v1/users/me" and "GET" in (r.methods or ())
+    )
     (caller,) = me.dependant.dependencies
     assert caller.call is current_user
     assert caller.dependencies == []

@@ -53,7 +53,7 @@ def pair() -> Iterator[Pair]:
     try:
         in_thread(alembic_upgrade, url)
         bootstrap = {"FIRST_SUPERUSER_EMAIL": ROOT_EMAIL, "FIRST_SUPERUSER_PASSWORD": ROOT_PASSWORD}
-        with uvicorn_server(url, **bootstrap) as a, uvicorn_server(url, **bootstrap) as b:
+        with uvicorn_server(url, workers=1, **bootstrap) as a, uvicorn_server(url, workers=1, **bootstrap) as b:
             yield Pair(dsn=f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}", urls=(a, b))
     finally:
         in_thread(asyncio.run, _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -96,7 +97,7 @@ class TestUpdateMe:
         assert (await client.get(ME, headers=user.headers)).json()["email"] == user.email
 
     @pytest.mark.parametrize("field", [{"is_superuser": True}, {"is_verified": True}, {"auth_provider": "x"}])
-    async def test_privileged_field_422(self, client: httpx.AsyncClient, app: FastAPI, field: dict) -> None:
+    async def test_privileged_field_422(self, client: httpx.AsyncClient, app: FastAPI, field: dict[str, Any]) -> None:
         user = await create_user(app)
         response = await client.patch(ME, headers=user.headers, json=field)
         assert response.status_code == 422
@@ -166,7 +167,7 @@ class TestCreateProfile:
         assert response.status_code == 200
         assert response.json() == created
 
-    async def test_default_credits_setting(self, make_app) -> None:  # type: ignore[no-untyped-def]
+    async def test_default_credits_setting(self, make_app) -> None:
         application = await make_app(DEFAULT_CREDITS=25)
         user = await create_user(application, profile=False)
         async with client_for(application) as client:
@@ -175,7 +176,7 @@ class TestCreateProfile:
         assert [row.amount for row in await ledger(application, user.id)] == [25]
 
     @pytest.mark.parametrize("extra", [{"credits": 999999}, {"id": str(uuid.uuid4())}, {"avatar_url": "x"}])
-    async def test_unknown_field_422(self, client: httpx.AsyncClient, app: FastAPI, extra: dict) -> None:
+    async def test_unknown_field_422(self, client: httpx.AsyncClient, app: FastAPI, extra: dict[str, Any]) -> None:
         user = await create_user(app, profile=False)
         response = await client.post(PROFILE, headers=user.headers, json=extra)
         assert response.status_code == 422
@@ -196,7 +197,7 @@ class TestCreateProfile:
         assert [(row.amount, row.balance_after) for row in rows] == [(1000, 1000)]
 
     @requires_postgres()
-    async def test_concurrent_calls_on_two_instances(self, client: httpx.AsyncClient, app: FastAPI, make_app) -> None:  # type: ignore[no-untyped-def]
+    async def test_concurrent_calls_on_two_instances(self, client: httpx.AsyncClient, app: FastAPI, make_app) -> None:
         other = await make_app()
         user = await create_user(app, profile=False)
         async with client_for(other) as other_client:
@@ -236,7 +237,7 @@ class TestUpdateProfile:
         assert response.json()["avatar_url"] is None
 
     @pytest.mark.parametrize("extra", [{"credits": 5}, {"credits": 1000000, "full_name": "x"}, {"id": "x"}])
-    async def test_credits_never_set_422(self, client: httpx.AsyncClient, app: FastAPI, extra: dict) -> None:
+    async def test_credits_never_set_422(self, client: httpx.AsyncClient, app: FastAPI, extra: dict[str, Any]) -> None:
         user = await create_user(app)
         response = await client.put(PROFILE, headers=user.headers, json=extra)
         assert response.status_code == 422
