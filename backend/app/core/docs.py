@@ -1,7 +1,8 @@
 """Self-hosted /docs (Swagger UI 5) and /redoc: every script, style and image comes from this app, and no
 page has an inline script, so they render offline and under the strict docs CSP (app/core/middleware.py).
 
-Assets: the Swagger UI and ReDoc bundles shipped by fastapi-offline, served under /docs/static; the Swagger
+Assets: the Swagger UI and ReDoc bundles shipped by fastapi-offline, served under /docs/static (ReDoc's from
+/docs/redoc.js, without its one remote image); the Swagger
 start-up code is a file (/docs/init.js) configured through data- attributes; the OAuth2 redirect page loads
 FastAPI's own redirect script from /docs/oauth2-redirect.js. Swagger's Authorize button uses the OAuth2
 password flow declared by the auth dependency (tokenUrl /api/v1/auth/token).
@@ -26,9 +27,22 @@ INIT_JS_URL = "/docs/init.js"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 OAUTH2_REDIRECT_JS_URL = "/docs/oauth2-redirect.js"
 
+REDOC_JS_URL = "/docs/redoc.js"
+
 VENDOR_DIR = Path(fastapi_offline.__file__).parent / "static"  # swagger-ui-bundle.js, swagger-ui.css, redoc
 ASSETS_DIR = Path(__file__).parent / "docs_assets"
 JS_CACHE = {"Cache-Control": "public, max-age=3600"}
+# The ReDoc bundle shows Redocly's logo from their CDN in its side menu ("API docs by Redocly"): it is served
+# with that image replaced by an empty inline one (data:, which every CSP_MODE allows), so /redoc loads
+# nothing from another origin whatever the CSP says. The vendored bundle is fixed by the lock file; a new
+# one with another remote asset fails tests/core/test_docs.py.
+REMOTE_ASSET = re.compile(r"""(["'])https?://cdn\.redoc\.ly/[^"']*\1""")
+EMPTY_IMAGE = "data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27/%3E"
+
+
+def _redoc_script() -> str:
+    bundle = (VENDOR_DIR / "redoc.standalone.js").read_text(encoding="utf-8")
+    return REMOTE_ASSET.sub(lambda match: f"{match[1]}{EMPTY_IMAGE}{match[1]}", bundle)
 
 
 def _redirect_script() -> str:
@@ -67,7 +81,7 @@ REDOC_PAGE = """<!DOCTYPE html>
 <body>
 <noscript>ReDoc needs JavaScript.</noscript>
 <redoc spec-url="{root}{openapi}"></redoc>
-<script src="{root}{static}/redoc.standalone.js"></script>
+<script src="{root}{redoc_js}"></script>
 </body>
 </html>
 """
@@ -85,6 +99,7 @@ def install_docs(app: FastAPI) -> None:
     openapi_url = app.openapi_url or ""
     title = html.escape(app.title)
     redirect_js = _redirect_script()
+    redoc_js = _redoc_script()
 
     def _root(request: Request) -> str:
         return html.escape(str(request.scope.get("root_path", "")).rstrip("/"))
@@ -116,6 +131,14 @@ def install_docs(app: FastAPI) -> None:
     async def swagger_oauth2_redirect_js() -> Response:
         return Response(redirect_js, media_type="text/javascript", headers=JS_CACHE)
 
+    @app.get(REDOC_JS_URL, include_in_schema=False)
+    async def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript", headers=JS_CACHE)
+
     @app.get(REDOC_URL, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        return HTMLResponse(REDOC_PAGE.format(title=title, root=_root(request), static=STATIC_URL, openapi=openapi_url))
+        return HTMLResponse(
+            REDOC_PAGE.format(
+                title=title, root=_root(request), static=STATIC_URL, openapi=openapi_url, redoc_js=REDOC_JS_URL
+            )
+        )

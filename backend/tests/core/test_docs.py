@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socketserver
 import subprocess
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from app.core.docs import VENDOR_DIR
 from tests.conftest import AppFactory, alembic_upgrade, client_for, in_thread
 from tests.core.uvicorn_server import uvicorn_server
 
@@ -98,9 +102,18 @@ class TestRedocPage:
             assert_external_scripts_only(page)
             assert "https://" not in page and "fonts.googleapis" not in page
             refs = assets_of(page)
-            assert "/docs/static/redoc.standalone.js" in refs
+            assert "/docs/redoc.js" in refs
             for ref in refs:
                 assert (await client.get(ref)).status_code == 200, ref
+
+    async def test_bundle_loads_no_remote_image(self, docs_app: FastAPI) -> None:
+        """The vendored bundle shows Redocly's logo from their CDN; the one served here does not."""
+        async with client_for(docs_app) as client:
+            bundle = await client.get("/docs/redoc.js")
+        assert bundle.status_code == 200
+        assert bundle.headers["content-type"].startswith("text/javascript")
+        assert "cdn.redoc.ly" not in bundle.text and "redocly logo" in bundle.text
+        assert "cdn.redoc.ly" in (VENDOR_DIR / "redoc.standalone.js").read_text(encoding="utf-8")
 
 
 def chromium() -> str | None:
@@ -114,9 +127,58 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def render(browser: str, url: str, profile: Path) -> subprocess.CompletedProcess[str]:
+# Chromium's own service traffic (component updates, its clock, account and autofill services), which flags do
+# not fully silence: not asked for by the page. Asset hosts (fonts.googleapis.com, any CDN) are not in it.
+BROWSER_SERVICES = re.compile(
+    r"(^|\.)(google\.com|gvt1\.com|(update|content-autofill|optimizationguide-pa|safebrowsing)\.googleapis\.com)$"
+)
+
+
+def host_of(target: str) -> str:
+    """The host of a proxied request target: ``host:443`` (CONNECT) or ``http://host/path``."""
+    return urlsplit(target if "://" in target else f"//{target}").hostname or target
+
+
+class RecordingProxy:
+    """An HTTP proxy on loopback that forwards nothing: it records the host of every request a browser sends
+    through it (``CONNECT host:443`` for https, the absolute URL for http) and answers 502. Chromium never
+    proxies loopback, so the app itself is reached directly and anything recorded is another origin."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+
+    def _handler(self) -> type[socketserver.StreamRequestHandler]:
+        hosts = self.hosts
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(8192).decode("latin-1").split()
+                if len(line) >= 2:
+                    hosts.append(line[1])
+                self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+        return Handler
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> RecordingProxy:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def render(browser: str, url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [
         browser,
+        *extra,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -154,3 +216,25 @@ class TestRenderedInChromium:
         assert "authorize" in dom.lower()  # the OAuth2 password flow button
         violations = [line for line in log.splitlines() if "Content Security Policy" in line or "Refused to" in line]
         assert not violations, violations
+
+    @pytest.mark.parametrize("page", ["/redoc", "/docs"])
+    @pytest.mark.parametrize("csp_mode", ["strict", "relaxed", "disabled"])
+    def test_loads_nothing_from_another_origin(
+        self, sqlite_database: str, tmp_path: Path, csp_mode: str, page: str
+    ) -> None:
+        """Whatever the CSP allows (nothing is blocked with CSP_MODE=disabled), the page asks no other origin
+        for anything: every request but the app's own goes to a recording proxy."""
+        browser = chromium()
+        if browser is None:
+            if os.environ.get("CI"):
+                pytest.fail("chromium is missing and CI requires it (.ci/run installs it)")
+            pytest.skip("CHROMIUM NOT INSTALLED: apt-get install -y chromium to run this docs test")
+        with RecordingProxy() as proxy, uvicorn_server(sqlite_database, CSP_MODE=csp_mode) as base_url:
+            result = render(browser, f"{base_url}{page}", tmp_path / "profile", f"--proxy-server={proxy.address}")
+        if page == "/redoc":
+            assert "redocly logo" in result.stdout  # ReDoc rendered its side menu, image included
+            assert "/api/v1/auth/login" in result.stdout
+        else:
+            assert result.stdout.count('class="opblock ') >= 10
+        foreign = sorted({host for host in map(host_of, proxy.hosts) if not BROWSER_SERVICES.search(host)})
+        assert foreign == [], proxy.hosts
