@@ -336,7 +336,8 @@ export interface paths {
         };
         /**
          * List Sessions
-         * @description The caller's live sessions; ``current`` marks the one this token belongs to.
+         * @description The caller's live sessions, paged, newest first; ``current`` marks the one this token belongs to. A user
+         *     has at most ``MAX_SESSIONS_PER_USER`` of them: a login beyond it ends the least recently used.
          */
         get: operations["auth-sessions-list"];
         put?: never;
@@ -1321,6 +1322,17 @@ export interface components {
         Page_OrgRead_: {
             /** Items */
             items: components["schemas"]["OrgRead"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
+        /** Page[SessionRead] */
+        Page_SessionRead_: {
+            /** Items */
+            items: components["schemas"]["SessionRead"][];
             /** Limit */
             limit: number;
             /** Offset */
@@ -2641,7 +2653,10 @@ export interface operations {
     };
     "auth-sessions-list": {
         parameters: {
-            query?: never;
+            query?: {
+                limit?: number;
+                offset?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2654,7 +2669,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SessionRead"][];
+                    "application/json": components["schemas"]["Page_SessionRead_"];
                 };
             };
             /** @description Bad request. `code`: `not_own_session` */
@@ -2673,6 +2688,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
             /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */

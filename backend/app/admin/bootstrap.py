@@ -11,12 +11,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit import service as audit
+from app.auth import service as auth_service
+from app.auth.models import RevokeReason
 from app.auth.passwords import password_problem
 from app.core import security
+from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.users import service as user_service
 from app.users.exceptions import EmailTakenError
-from app.users.models import User
+from app.users.models import AuthProvider, User
 
 logger = logging.getLogger("app.admin.bootstrap")
 
@@ -39,14 +42,15 @@ class SuperuserResult:
 async def ensure_superuser(
     session: AsyncSession, *, email: str, password: str, credits: int, actor: str
 ) -> SuperuserResult:
-    """Create (with a profile) or promote and reactivate; an existing user's password is never touched.
+    """Create (with a profile) or promote and reactivate. A verified existing user keeps their password; an
+    unverified one is taken over by the configuration (docs/SECURITY.md).
 
     Call inside a transaction: on PostgreSQL it first takes a transaction-scoped advisory lock so that
     concurrent starters run one after the other; the unique email is the second guard (and SQLite's only one).
     """
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
-    email = user_service.normalize_email(email)
+    email = normalize_email(email)
     user = await user_service.find_user_by_email(session, email)
     created = False
     if user is None:
@@ -62,15 +66,26 @@ async def ensure_superuser(
             if user is None:  # pragma: no cover - deleted again in between
                 raise
     promoted = not created and not (user.is_superuser and user.is_active)
+    claimed = not created and not user.is_verified
+    if claimed:
+        # Anyone may have registered this address before the operator configured it, without proving the
+        # mailbox: that person must not become the superuser. The operator's configuration is the proof, so
+        # the account takes the configured password, every session of it ends, it counts as verified, and an
+        # unverified Supabase identity linked to it is unlinked (its tokens would still sign in otherwise).
+        user.hashed_password = await security.hash_password(password)
+        user.is_verified = True
+        user.supabase_id = None
+        user.auth_provider = AuthProvider.LOCAL
+        await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.ADMIN)
     user.is_superuser = True
     user.is_active = True
     await user_service.get_or_create_profile(session, user=user, full_name=None, credits=credits)
-    if created or promoted:
+    if created or promoted or claimed:
         await audit.record(
             session,
             "admin.superuser_created" if created else "admin.superuser_promoted",
             subject_user_id=user.id,
-            details={"email": email, "by": actor},
+            details={"email": email, "by": actor, **({"password_reset": True} if claimed else {})},
         )
     await session.flush()
     return SuperuserResult(user=user, created=created, promoted=promoted)

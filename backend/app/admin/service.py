@@ -179,7 +179,8 @@ async def delete_user(
 
 async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[AuthSession]:
     await user_service.get_user(session, user_id)
-    return await auth_service.list_sessions(session, user_id=user_id)
+    rows, _total = await auth_service.list_sessions(session, user_id=user_id)
+    return rows
 
 
 async def revoke_user_sessions(

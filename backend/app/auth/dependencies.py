@@ -93,11 +93,11 @@ async def _own_principal(
     if found is None:
         raise SessionRevokedError()
     user, state = found
+    if not user.is_active:  # first: deactivation also ends the sessions, and the answer names the cause
+        raise InactiveUserError()
     now = utcnow()
     if state.revoked_at is not None or state.expires_at <= now:
         raise SessionRevokedError()
-    if not user.is_active:
-        raise InactiveUserError()
     if now - state.last_used_at >= LAST_USED_RESOLUTION:
         await store.touch_session(claims.session_id, now)
     return Principal(user=user, session_id=claims.session_id)

@@ -20,6 +20,7 @@ class RevokeReason(StrEnum):
     USER_DEACTIVATED = "user_deactivated"
     ADMIN = "admin"
     USER_DELETED = "user_deleted"
+    SESSION_LIMIT = "session_limit"  # MAX_SESSIONS_PER_USER: a newer login ended the least recently used
 
 
 class AuthSession(Base):

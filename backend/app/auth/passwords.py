@@ -1,4 +1,4 @@
-"""Password rules of the contract: 8..128 characters, not common, not the email."""
+"""Password rules of the contract: 8..128 characters, not only spaces, not common, not the email."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def password_problem(password: str, *, email: str | None = None) -> str | None:
         return f"Password must be at least {MIN_LENGTH} characters long."
     if len(password) > MAX_LENGTH:
         return f"Password must be at most {MAX_LENGTH} characters long."
+    if not password.strip():
+        return "Password must contain at least one character that is not a space."
     if password.strip().lower() in common_passwords():
         return "This password is too common."
     if email and password.strip().lower() == email.strip().lower():

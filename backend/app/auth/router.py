@@ -39,6 +39,7 @@ from app.auth.schemas import (
 from app.core.context import RequestContext, RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
+from app.core.schemas import Page, PageDep
 from app.core.settings import Settings, SettingsDep
 from app.users.schemas import UserRead
 
@@ -187,13 +188,17 @@ async def logout_all(user: CurrentUser, ctx: RequestContextDep, session: Session
     await auth_service.logout_all(session, user_id=user.id, ip_address=ctx.ip_address)
 
 
-@router.get("/sessions", operation_id="auth-sessions-list", responses=responses(NotOwnSessionError, 401))
-async def list_sessions(principal: OwnPrincipal, session: SessionDep) -> list[SessionRead]:
-    """The caller's live sessions; ``current`` marks the one this token belongs to."""
-    rows = await auth_service.list_sessions(session, user_id=principal.user.id)
-    return [
+@router.get("/sessions", operation_id="auth-sessions-list", responses=responses(NotOwnSessionError, 401, 422))
+async def list_sessions(principal: OwnPrincipal, session: SessionDep, page: PageDep) -> Page[SessionRead]:
+    """The caller's live sessions, paged, newest first; ``current`` marks the one this token belongs to. A user
+    has at most ``MAX_SESSIONS_PER_USER`` of them: a login beyond it ends the least recently used."""
+    rows, total = await auth_service.list_sessions(
+        session, user_id=principal.user.id, limit=page.limit, offset=page.offset
+    )
+    items = [
         SessionRead.model_validate(row).model_copy(update={"current": row.id == principal.session_id}) for row in rows
     ]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.delete(

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
@@ -104,7 +104,44 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, ip_a
     return user
 
 
+async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Serialize the logins of one user until the transaction ends, so that counting their live sessions and
+    ending the surplus is one step: on PostgreSQL a row lock on the user (``FOR NO KEY UPDATE``: rows that
+    reference the user can still be inserted meanwhile); SQLite runs one writer at a time anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
+
+async def _end_sessions_over_cap(
+    session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, keep: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """At most MAX_SESSIONS_PER_USER live sessions (``keep``, the new one, among them): the least recently
+    used of the others end. Call under ``_lock_user``."""
+    others = (
+        select(AuthSession.id)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.id != keep,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+        .order_by(AuthSession.last_used_at.desc(), AuthSession.created_at.desc(), AuthSession.id.desc())
+        .offset(settings.MAX_SESSIONS_PER_USER - 1)
+    )
+    result = await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id.in_(others.scalar_subquery()))
+        .values(revoked_at=now, revoked_reason=RevokeReason.SESSION_LIMIT)
+        .returning(AuthSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
 async def start_session(session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo) -> IssuedTokens:
+    """A new session of ``user``; beyond MAX_SESSIONS_PER_USER live ones, the least recently used ends (two
+    logins racing cannot both keep theirs over the cap: they run one after the other, ``_lock_user``)."""
+    await _lock_user(session, user.id)
     now = utcnow()
     auth_session = AuthSession(
         user_id=user.id,
@@ -119,13 +156,18 @@ async def start_session(session: AsyncSession, settings: Settings, *, user: User
     )
     session.add(auth_session)
     await session.flush()
+    ended = await _end_sessions_over_cap(session, settings, user_id=user.id, keep=auth_session.id, now=now)
     await audit.record(
         session,
         "auth.login",
         actor_id=user.id,
         subject_user_id=user.id,
         ip_address=client.ip_address,
-        details={"session_id": str(auth_session.id), "device_name": client.device_name},
+        details={
+            "session_id": str(auth_session.id),
+            "device_name": client.device_name,
+            **({"sessions_ended": [str(ended_id) for ended_id in ended]} if ended else {}),
+        },
     )
     return _issue(settings, auth_session)
 
@@ -164,14 +206,14 @@ async def refresh(session: AsyncSession, settings: Settings, *, token: str, clie
     same token cannot both rotate: the loser re-reads and gets the winner's token back (grace window).
     """
     auth_session, parts = await _session_of_refresh_token(session, settings, token)
+    user = await session.get(User, auth_session.user_id)
+    if user is None or not user.is_active:  # first: deactivation also ends the sessions (401 inactive_user)
+        raise InactiveUserError()
     if auth_session.revoked_at is not None:
         raise SessionRevokedError()
     now = utcnow()
     if auth_session.expires_at <= now:
         raise RefreshTokenExpiredError()
-    user = await session.get(User, auth_session.user_id)
-    if user is None or not user.is_active:
-        raise InactiveUserError()
 
     if parts.generation == auth_session.generation:
         result = await session.execute(
@@ -240,14 +282,21 @@ async def revoke_user_sessions(
     return list(result.scalars())
 
 
-async def list_sessions(session: AsyncSession, *, user_id: uuid.UUID) -> list[AuthSession]:
-    now = utcnow()
+async def list_sessions(
+    session: AsyncSession, *, user_id: uuid.UUID, limit: int | None = None, offset: int = 0
+) -> tuple[list[AuthSession], int]:
+    """One page (all with ``limit=None``) of the user's live sessions, newest first, and how many there are (at
+    most MAX_SESSIONS_PER_USER, so counting them is cheap)."""
+    live = (AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
+    total = await session.scalar(select(func.count()).select_from(AuthSession).where(*live))
     rows = await session.scalars(
         select(AuthSession)
-        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None), AuthSession.expires_at > now)
-        .order_by(AuthSession.last_used_at.desc())
+        .where(*live)
+        .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
+        .limit(limit)
+        .offset(offset)
     )
-    return list(rows)
+    return list(rows), int(total or 0)
 
 
 async def revoke_session(

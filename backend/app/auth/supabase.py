@@ -38,6 +38,7 @@ from app.auth.exceptions import (
 from app.auth.identity import IdentityStore
 from app.auth.jwks import JwksClient
 from app.core.context import client_ip
+from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.core.token_cache import VerifiedTokens
 from app.users import service as user_service
@@ -153,6 +154,16 @@ def _email_verified(claims: dict[str, Any]) -> bool:
     return bool(claims.get("email_confirmed_at"))
 
 
+def _email(value: Any) -> str | None:
+    """The token's address in its stored form; None when it carries none, or text that is no address."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return normalize_email(value)
+    except ValueError:
+        return None
+
+
 def _full_name(claims: dict[str, Any]) -> str | None:
     metadata = claims.get("user_metadata")
     if not isinstance(metadata, dict):
@@ -175,8 +186,7 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
     is_anonymous = claims.get("is_anonymous") is True
     if is_anonymous and not settings.SUPABASE_ALLOW_ANONYMOUS:
         raise AnonymousUserError()
-    raw_email = claims.get("email")
-    email = user_service.normalize_email(raw_email) if isinstance(raw_email, str) and raw_email.strip() else None
+    email = _email(claims.get("email"))
     return SupabaseIdentity(
         user_id=user_id,
         email=email,

@@ -38,6 +38,7 @@ from starlette.formparsers import FormParser, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import security
+from app.core.emails import normalize_email
 from app.core.errors import error_response
 from app.core.settings import Settings
 
@@ -251,9 +252,15 @@ def ip_key(ip: str | None) -> str:
     return ip
 
 
-def email_key(email: str) -> str:
-    # Hashed: raw addresses never land in the counter store.
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+def email_key(email: str) -> str | None:
+    """The counter key of an address: its stored form (app/core/emails.py), so that no other spelling of it
+    gets a fresh counter, hashed (raw addresses never land in the counter store). None when the text is no
+    address: the app refuses that body without any work."""
+    try:
+        normalized = normalize_email(email)
+    except ValueError:
+        return None
+    return hashlib.sha256(normalized.encode()).hexdigest()[:32]
 
 
 def bearer_token(headers: Headers) -> str | None:

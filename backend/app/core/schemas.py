@@ -5,16 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from app.core.emails import normalize_email
 
 T = TypeVar("T")
 
-
-def _email(value: str) -> str:
-    return value.strip().lower()
-
-
-Email = Annotated[EmailStr, AfterValidator(_email)]
+# An address in its stored form (app/core/emails.py): the same function keys the per-email rate limits.
+Email = Annotated[str, AfterValidator(normalize_email), WithJsonSchema({"type": "string", "format": "email"})]
 
 
 class StrictModel(BaseModel):

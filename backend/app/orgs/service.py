@@ -24,8 +24,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
-from app.auth.identity import attach
 from app.core.db import utcnow
+from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
 from app.core.settings import Settings
 from app.core.updates import apply_changes
@@ -442,7 +442,7 @@ async def create_invitation(
 ) -> tuple[Invitation, str, Organization]:
     """A new invitation and its token (returned once, stored hashed). A pending invitation for the same
     email is revoked and replaced (re-inviting re-sends); a member's email is 409 ``already_member``."""
-    email = user_service.normalize_email(email)
+    email = normalize_email(email)
     actor_role = await _locked_actor(session, actor)  # locks: one pending invitation per email, even in races
     policy.require(policy.decide(actor_role, Action.INVITE, role=role))
     existing = await user_service.find_user_by_email(session, email)
@@ -545,15 +545,15 @@ async def revoke_invitation(
 
 
 async def accept_invitation(session: AsyncSession, *, user: User, token: str, ip_address: str | None = None) -> Member:
-    """Join with a mailed token. Holding it proves the mailbox: an unverified caller becomes verified."""
-    user = await attach(session, user)
+    """Join with an invitation token. Never marks the email verified: the inviter was handed the token too (the
+    201 answer shows it), so holding it proves nothing about the mailbox (docs/SECURITY.md)."""
     now = utcnow()
     invitation = await session.scalar(
         select(Invitation).where(Invitation.token_hash == hash_token(token), *_pending(now))
     )
     if invitation is None:
         raise InvitationNotFoundError()
-    if user_service.normalize_email(user.email) != invitation.email:
+    if user.email != invitation.email:
         raise InvitationEmailMismatchError()
     if await find_membership(session, org_id=invitation.org_id, user_id=user.id) is not None:
         raise AlreadyMemberError()
@@ -569,8 +569,6 @@ async def accept_invitation(session: AsyncSession, *, user: User, token: str, ip
         raise InvitationNotFoundError()
     membership = Membership(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
     await _insert_membership(session, membership)
-    if not user.is_verified:
-        user.is_verified = True
     await audit.record(
         session,
         "invitation.accepted",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.identity import attach
 from app.core.db import utcnow
+from app.core.emails import normalize_email
 from app.core.updates import apply_changes
 from app.credits.models import CreditTransaction
 from app.users.exceptions import EmailTakenError, ProfileNotFoundError, UserNotFoundError
@@ -18,10 +19,6 @@ from app.users.models import AuthProvider, Profile, User
 from app.users.schemas import ProfileUpdate, UserUpdate
 
 SIGNUP_CREDITS_REASON = "signup_bonus"
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
 
 
 async def find_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -36,7 +33,8 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(select(User).where(User.email == normalize_email(email)))
+    """``email`` in its stored form: from the ``Email`` schema type, or through ``normalize_email``."""
+    return await session.scalar(select(User).where(User.email == email))
 
 
 async def create_user(
@@ -97,7 +95,7 @@ async def provision_supabase_user(
         .values(
             id=supabase_id,
             supabase_id=supabase_id,
-            email=normalize_email(email),
+            email=email,  # normalized by the caller (or a placeholder address, app/auth/supabase.py)
             hashed_password=None,
             full_name=full_name,
             is_active=True,

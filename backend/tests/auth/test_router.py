@@ -210,8 +210,11 @@ class TestLogoutAndSessions:
         second = await login(client, user.email, device_name="phone")
         listed = await client.get("/api/v1/auth/sessions", headers={**user.headers, "User-Agent": "pytest-agent"})
         assert listed.status_code == 200
-        sessions = listed.json()
+        page = listed.json()
+        assert (page["total"], page["limit"], page["offset"]) == (2, 20, 0)
+        sessions = page["items"]
         assert len(sessions) == 2
+        assert [s["id"] for s in sessions] == [second["session_id"], str(user.session_id)]  # newest first
         current = [s for s in sessions if s["current"]]
         assert len(current) == 1 and current[0]["id"] == str(user.session_id)
         phone = next(s for s in sessions if s["device_name"] == "phone")

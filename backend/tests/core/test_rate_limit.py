@@ -267,7 +267,7 @@ class TestClientAddress:
             spoofed = await direct.post(f"{API}/auth/login", json=body, headers={"X-Forwarded-For": "203.0.113.21"})
             token = spoofed.json()["access_token"]
             sessions = await direct.get(f"{API}/auth/sessions", headers={"Authorization": f"Bearer {token}"})
-        by_id = {row["id"]: row["ip_address"] for row in sessions.json()}
+        by_id = {row["id"]: row["ip_address"] for row in sessions.json()["items"]}
         assert by_id[behind.json()["session_id"]] == "203.0.113.20"
         assert by_id[spoofed.json()["session_id"]] == "192.0.2.30"
 
