@@ -127,6 +127,15 @@ function isPublic(url: string): boolean {
   return PUBLIC_PATHS.some((prefix) => path === prefix || (prefix.endsWith("/") && path.startsWith(prefix)));
 }
 
+async function errorCode(response: Response): Promise<string | null> {
+  try {
+    const body = (await response.clone().json()) as { code?: unknown };
+    return typeof body.code === "string" ? body.code : null;
+  } catch {
+    return null;
+  }
+}
+
 function documentCookie(name: string): string | null {
   const doc = (globalThis as { document?: { cookie?: string } }).document;
   if (!doc?.cookie) return null;
@@ -236,6 +245,8 @@ export class AuthSession {
     request.headers.set("Authorization", `Bearer ${token}`);
     const response = await send(request);
     if (response.status !== 401 || this.mode === "supabase") return response;
+    // A wrong password in the body (e.g. POST /users/me/email) is not the token's fault: no refresh.
+    if ((await errorCode(response)) === "invalid_credentials") return response;
     // Another request may have refreshed meanwhile: use its token instead of spending the refresh token again.
     const latest = await this.accessToken();
     const fresh = latest && latest !== token ? latest : await this.refresh();

@@ -59,6 +59,35 @@ export async function getMe(client: ApiClient): Promise<UserRead> {
   return unwrap(await client.api.GET("/api/v1/users/me"));
 }
 
+/** The caller's live sessions, newest first (paged); `current` marks this client's. */
+export async function listSessions(client: ApiClient, paging: Paging = {}) {
+  return unwrap(await client.api.GET("/api/v1/auth/sessions", { params: { query: paging } }));
+}
+
+/**
+ * Ask to move the account to another address (own accounts; the current password is required). Nothing
+ * changes yet: a link to `{FRONTEND_URL}/confirm-email-change?token=...` goes to the new address, a notice to
+ * the current one. 401 `invalid_credentials` (wrong password), 409 `email_taken`, 409 `managed_by_supabase`.
+ */
+export async function requestEmailChange(
+  client: ApiClient,
+  input: { email: string; currentPassword: string },
+): Promise<void> {
+  const result = await client.api.POST("/api/v1/users/me/email", {
+    body: { email: input.email, current_password: input.currentPassword },
+  });
+  if (!result.response.ok) unwrap(result);
+}
+
+/**
+ * The page behind the mailed link: spend its token. The account now has the new, verified address and every
+ * other session ends (this client's stays when it is signed in as that user). 400 `invalid_token`, 409
+ * `email_taken` (the address found an account meanwhile).
+ */
+export async function confirmEmailChange(client: ApiClient, token: string): Promise<UserRead> {
+  return unwrap(await client.api.POST("/api/v1/users/me/email/confirm", { body: { token } }));
+}
+
 // --- profile (the Supabase sign-up / sign-in flow) -------------------------------------------------------
 
 /**

@@ -750,9 +750,54 @@ export interface paths {
         head?: never;
         /**
          * Update Me
-         * @description Change the caller's name or email; a new email is unverified until confirmed from its mail.
+         * @description Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422).
          */
         patch: operations["users-me-update"];
+        trace?: never;
+    };
+    "/api/v1/users/me/email": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Request Email Change
+         * @description Ask to move the account to another address (own accounts, with the current password). Nothing changes
+         *     yet: a link to ``{FRONTEND_URL}/confirm-email-change?token=`` goes to the new address (1 h, single-use) and
+         *     a notice without a link to the current one. 401 ``invalid_credentials`` for a wrong password, 409
+         *     ``email_taken``, 409 ``managed_by_supabase`` for Supabase users.
+         */
+        post: operations["users-me-email-change"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/me/email/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm Email Change
+         * @description Spend the mailed token (with or without the user's access token): the account has the new address,
+         *     verified, and every session of it ends except the caller's. 400 ``invalid_token`` (unknown, expired, used),
+         *     409 ``email_taken`` when the address found an account meanwhile.
+         */
+        post: operations["users-me-email-confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/health": {
@@ -1012,6 +1057,21 @@ export interface components {
             id: string;
             /** Reason */
             reason: string;
+        };
+        /** EmailChangeConfirm */
+        EmailChangeConfirm: {
+            /** Token */
+            token: string;
+        };
+        /** EmailChangeRequest */
+        EmailChangeRequest: {
+            /** Current Password */
+            current_password: string;
+            /**
+             * Email
+             * Format: email
+             */
+            email: string;
         };
         /**
          * ErrorRead
@@ -1505,10 +1565,11 @@ export interface components {
             /** Is Verified */
             is_verified: boolean;
         };
-        /** UserUpdate */
+        /**
+         * UserUpdate
+         * @description The name only: the email changes through POST /users/me/email (so ``email`` here is a 422).
+         */
         UserUpdate: {
-            /** Email */
-            email?: string | null;
             /** Full Name */
             full_name?: string | null;
         };
@@ -4354,6 +4415,126 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserRead"];
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "users-me-email-change": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmailChangeRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "users-me-email-confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmailChangeConfirm"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserRead"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
                 };
             };
             /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */

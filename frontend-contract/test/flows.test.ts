@@ -17,13 +17,16 @@ import {
   createApiClient,
   createOrganization,
   ensureProfile,
+  confirmEmailChange,
   getMe,
   inviteMember,
   listInvitations,
   listMembers,
   listMyOrganizations,
+  listSessions,
   memoryStorage,
   removeMember,
+  requestEmailChange,
   signIn,
   signOut,
   signUp,
@@ -151,6 +154,33 @@ describe("own accounts", () => {
     const response = await fetch(`${API_URL}/api/v1/users/me`, { headers: { Authorization: `Bearer ${access}` } });
     assert.equal(response.status, 401);
     assert.equal(response.headers.get("www-authenticate"), "Bearer");
+  });
+});
+
+describe("sessions and email change", () => {
+  test("the sessions list is paged, newest first, with this client's marked current", async () => {
+    const { client: c, email } = await signedInUser("sessions");
+    await signIn(client(), { email, password: PASSWORD, deviceName: "second device" });
+    const page = await listSessions(c, { limit: 1 });
+    assert.equal(page.total, 2);
+    assert.equal(page.limit, 1);
+    assert.equal(page.items.length, 1);
+    assert.equal(page.items[0]!.device_name, "second device");
+    const rest = await listSessions(c, { limit: 1, offset: 1 });
+    assert.equal(rest.items[0]!.current, true);
+  });
+
+  test("requesting an email change: 202, and the errors a UI must handle (a wrong password refreshes nothing)", async () => {
+    const counting = countingFetch();
+    const { client: c } = await signedInUser("change", { fetch: counting.fetch });
+    await requestEmailChange(c, { email: uniqueEmail("changed"), currentPassword: PASSWORD });
+    await rejects(requestEmailChange(c, { email: uniqueEmail("changed"), currentPassword: "Not-The-Password-9" }), 401, "invalid_credentials");
+    assert.equal(counting.count("POST /api/v1/auth/refresh"), 0);
+    assert.ok(c.session.tokens, "the session is still there");
+    const { email: taken } = await signedInUser("taken");
+    await rejects(requestEmailChange(c, { email: taken, currentPassword: PASSWORD }), 409, "email_taken");
+    await rejects(confirmEmailChange(c, "not-a-token-that-was-ever-mailed"), 400, "invalid_token");
+    await rejects(confirmEmailChange(client(), "not-a-token-that-was-ever-mailed"), 400, "invalid_token");
   });
 });
 

@@ -171,7 +171,16 @@ async def current_superuser(user: Annotated[User, Depends(current_user)]) -> Use
     return user
 
 
+async def optional_principal(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal | None:
+    """The caller when an access token is sent (an invalid one is still a 401), else None: for the few
+    operations that work with or without one (logout by refresh token, confirming an email change)."""
+    return await _resolve(request, token) if token else None
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 OwnPrincipal = Annotated[Principal, Depends(own_principal)]  # sessions of Supabase users are Supabase's
 CurrentUser = Annotated[User, Depends(current_user)]
 Superuser = Annotated[User, Depends(current_superuser)]

@@ -45,6 +45,37 @@ def password_reset_message(settings: Settings, *, to: str, token: str) -> EmailM
     )
 
 
+def email_change_messages(
+    settings: Settings, *, old_email: str, new_email: str, token: str
+) -> tuple[EmailMessageData, EmailMessageData]:
+    """The confirmation link, to the new address, and the notice without a link, to the current one."""
+    confirmation = render(
+        "email_change",
+        to=new_email,
+        subject="Confirm your new email address",
+        email=new_email,
+        link=f"{settings.FRONTEND_URL}/confirm-email-change?token={quote(token)}",
+        hours=str(settings.EMAIL_CHANGE_EXPIRE_HOURS),
+    )
+    notice = render(
+        "email_change_notice",
+        to=old_email,
+        subject="A change of your email address was requested",
+        email=old_email,
+        new_email=new_email,
+    )
+    return confirmation, notice
+
+
+def send_email_change(
+    request: Request, background: BackgroundTasks, *, old_email: str, new_email: str, token: str
+) -> None:
+    """Mail the confirmation link to the new address and a notice (no link) to the current one, after the
+    response."""
+    for message in email_change_messages(_settings(request.app), old_email=old_email, new_email=new_email, token=token):
+        background.add_task(_sender(request.app).send, message)
+
+
 def send_verification(request: Request, background: BackgroundTasks, *, to: str, token: str) -> None:
     """Mail a verification link after the response (the token was created in the request's transaction)."""
     message = verification_message(_settings(request.app), to=to, token=token)

@@ -20,6 +20,7 @@ class RevokeReason(StrEnum):
     USER_DEACTIVATED = "user_deactivated"
     ADMIN = "admin"
     USER_DELETED = "user_deleted"
+    EMAIL_CHANGED = "email_changed"
     SESSION_LIMIT = "session_limit"  # MAX_SESSIONS_PER_USER: a newer login ended the least recently used
 
 
@@ -51,6 +52,7 @@ class AuthSession(Base):
 class EmailTokenPurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
     PASSWORD_RESET = "password_reset"
+    EMAIL_CHANGE = "email_change"  # ``email`` is the new address, the one the token was mailed to
 
 
 class EmailToken(Base):

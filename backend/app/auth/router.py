@@ -12,10 +12,8 @@ from app.auth import service as auth_service
 from app.auth.dependencies import (
     CurrentPrincipal,
     CurrentUser,
+    OptionalPrincipal,
     OwnPrincipal,
-    Principal,
-    oauth2_scheme,
-    resolve_principal,
 )
 from app.auth.exceptions import (
     InvalidCredentialsError,
@@ -132,13 +130,6 @@ async def refresh(
     return _pair(tokens, response, settings)
 
 
-async def optional_principal(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> Principal | None:
-    """The caller when an access token is sent (an invalid one is still a 401), else None."""
-    return await resolve_principal(request, token) if token else None
-
-
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -146,7 +137,7 @@ async def optional_principal(
     responses=responses(400, 401, 403),
 )
 async def logout(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
+    principal: OptionalPrincipal,
     request: Request,
     ctx: RequestContextDep,
     response: Response,

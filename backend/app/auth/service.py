@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
@@ -28,6 +29,7 @@ from app.core import security
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
+from app.users.exceptions import EmailTakenError, ManagedBySupabaseError
 from app.users.models import AuthProvider, User
 
 
@@ -415,26 +417,31 @@ async def _spend_email_tokens(session: AsyncSession, *, user_id: uuid.UUID, purp
 
 
 async def create_email_token(
-    session: AsyncSession, settings: Settings, *, user: User, purpose: EmailTokenPurpose
+    session: AsyncSession, settings: Settings, *, user: User, purpose: EmailTokenPurpose, email: str | None = None
 ) -> str:
-    """A single-use token for ``user.email`` (256 bits; only its SHA-256 is stored).
+    """A single-use token mailed to ``email`` (default ``user.email``; 256 bits, only its SHA-256 is stored).
 
-    A new reset token spends the older ones. Verification tokens may coexist (each names the address it was
-    mailed to, so one for an older address never verifies a changed one).
+    A new reset or email-change token spends the older ones of its purpose. Verification tokens may coexist
+    (each names the address it was mailed to, so one for an older address never verifies a changed one).
     """
     now = utcnow()
-    if purpose == EmailTokenPurpose.PASSWORD_RESET:
-        lifetime = timedelta(hours=settings.PASSWORD_RESET_EXPIRE_HOURS)
-        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
-    else:
+    if purpose == EmailTokenPurpose.VERIFY_EMAIL:
         lifetime = timedelta(hours=settings.EMAIL_VERIFY_EXPIRE_HOURS)
+    else:
+        hours = (
+            settings.PASSWORD_RESET_EXPIRE_HOURS
+            if purpose == EmailTokenPurpose.PASSWORD_RESET
+            else settings.EMAIL_CHANGE_EXPIRE_HOURS
+        )
+        lifetime = timedelta(hours=hours)
+        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
     token = security.new_secret_token()
     session.add(
         EmailToken(
             user_id=user.id,
             purpose=purpose,
             token_hash=security.hash_token(token),
-            email=user.email,
+            email=email or user.email,
             created_at=now,
             expires_at=now + lifetime,
         )
@@ -443,11 +450,9 @@ async def create_email_token(
     return token
 
 
-async def consume_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> User:
-    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win).
-
-    Unknown, expired, used, or for an address the account no longer has: InvalidEmailTokenError.
-    """
+async def _spend_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> tuple[User, str]:
+    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win): its
+    active user and the address it was mailed to. Unknown, expired or used: InvalidEmailTokenError."""
     now = utcnow()
     result = await session.execute(
         update(EmailToken)
@@ -465,8 +470,16 @@ async def consume_email_token(session: AsyncSession, *, token: str, purpose: Ema
     if row is None:
         raise InvalidEmailTokenError()
     user = await session.get(User, row.user_id)
-    if user is None or not user.is_active or user.email != row.email:
-        # The address changed since the mail was sent: the token proves nothing about the new one.
+    if user is None or not user.is_active:
+        raise InvalidEmailTokenError()
+    return user, row.email
+
+
+async def consume_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> User:
+    """Spend a verification or reset token: InvalidEmailTokenError also when it was mailed to an address the
+    account no longer has (the token proves nothing about the new one)."""
+    user, mailed_to = await _spend_email_token(session, token=token, purpose=purpose)
+    if user.email != mailed_to:
         raise InvalidEmailTokenError()
     return user
 
@@ -531,3 +544,84 @@ async def reset_password(session: AsyncSession, *, token: str, new_password: str
     )
     await session.flush()
     return user
+
+
+# --- email change ---------------------------------------------------------------------------------------
+
+
+async def request_email_change(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    user: User,
+    new_email: str,
+    current_password: str,
+    ip_address: str | None,
+) -> str:
+    """A confirmation token for ``new_email`` (to mail there; the address changes only when it comes back).
+
+    Supabase users: 409 ``managed_by_supabase`` (their address is Supabase's). A wrong password: 401
+    ``invalid_credentials`` (a stolen access token alone cannot move the account). An address with an account,
+    the caller's own included: 409 ``email_taken``. A new request spends the older change links."""
+    if not is_own_account(user):
+        raise ManagedBySupabaseError()
+    assert user.hashed_password is not None
+    ok, _ = await security.verify_password(current_password, user.hashed_password)
+    if not ok:
+        await audit.record(
+            session,
+            "user.email_change_failed",
+            actor_id=user.id,
+            subject_user_id=user.id,
+            ip_address=ip_address,
+            details={"reason": "password"},
+        )
+        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
+        raise InvalidCredentialsError("The current password is incorrect.")
+    if new_email == user.email or await user_service.find_user_by_email(session, new_email) is not None:
+        raise EmailTakenError()
+    token = await create_email_token(
+        session, settings, user=user, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=new_email
+    )
+    await audit.record(
+        session,
+        "user.email_change_requested",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"email": new_email},
+    )
+    return token
+
+
+async def confirm_email_change(
+    session: AsyncSession, *, token: str, keep_session: uuid.UUID | None, ip_address: str | None
+) -> tuple[User, str]:
+    """Switch to the address the token was mailed to (which that mail proves): the account is verified there,
+    every session but ``keep_session`` (the caller's, when the caller is this user) ends, and every other
+    pending mail token of the account is spent. Returns the user and the former address.
+
+    400 ``invalid_token`` (unknown, expired, used; single-use under races: one conditional UPDATE), 409
+    ``email_taken`` when the address found an account meanwhile."""
+    user, new_email = await _spend_email_token(session, token=token, purpose=EmailTokenPurpose.EMAIL_CHANGE)
+    if not is_own_account(user):
+        raise InvalidEmailTokenError()
+    old_email = user.email
+    user.email, user.is_verified = new_email, True
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise EmailTakenError() from exc
+    for purpose in EmailTokenPurpose:
+        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
+    ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.EMAIL_CHANGED, keep=keep_session)
+    await audit.record(
+        session,
+        "user.email_changed",
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"from": old_email, "to": new_email, "sessions_ended": len(ended)},
+    )
+    return user, old_email

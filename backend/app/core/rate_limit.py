@@ -90,6 +90,14 @@ RULES: dict[str, Rule] = {
         (Limit("verify", "RATE_LIMIT_EMAIL", KeyKind.IP), Limit("verify-user", "RATE_LIMIT_EMAIL", KeyKind.USER))
     ),
     "/auth/verify-email/": Rule((Limit("verify-confirm", "RATE_LIMIT_EMAIL", KeyKind.IP),)),
+    # Mails to an address of the caller's choosing, and checks the current password: like a reset request.
+    "/users/me/email": Rule(
+        (
+            Limit("email-change", "RATE_LIMIT_EMAIL", KeyKind.IP),
+            Limit("email-change-user", "RATE_LIMIT_EMAIL", KeyKind.USER),
+        )
+    ),
+    "/users/me/email/confirm": Rule((Limit("email-change-confirm", "RATE_LIMIT_EMAIL", KeyKind.IP),)),
 }
 DEFAULT_RULE = Rule((Limit("default", "RATE_LIMIT_DEFAULT", KeyKind.USER),))
 

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1)
     REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1)
     REFRESH_REUSE_GRACE_SECONDS: int = Field(default=10, ge=0)
+    EMAIL_CHANGE_EXPIRE_HOURS: int = Field(default=1, ge=1)
     MAX_SESSIONS_PER_USER: int = Field(default=50, ge=1)  # a new login beyond it ends the least recently used
     JWT_ISSUER: str = "organizations-api"
     JWT_AUDIENCE: str = "organizations-api"

@@ -4,12 +4,21 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from app.auth import mail
 from app.auth import service as auth_service
-from app.auth.dependencies import CurrentUser
+from app.auth.dependencies import CurrentUser, OptionalPrincipal
+from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
 from app.core.settings import SettingsDep
 from app.users import service as user_service
-from app.users.schemas import ProfileCreate, ProfileRead, ProfileUpdate, UserRead, UserUpdate
+from app.users.schemas import (
+    EmailChangeConfirm,
+    EmailChangeRequest,
+    ProfileCreate,
+    ProfileRead,
+    ProfileUpdate,
+    UserRead,
+    UserUpdate,
+)
 
 router = APIRouter(tags=["users"])
 
@@ -20,20 +29,60 @@ async def read_me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@router.patch("/users/me", operation_id="users-me-update", responses=responses(401, 409, 422))
-async def update_me(
-    body: UserUpdate,
+@router.patch("/users/me", operation_id="users-me-update", responses=responses(401, 422))
+async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserRead:
+    """Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422)."""
+    user = await user_service.update_me(session, user=user, changes=body)
+    return UserRead.model_validate(user)
+
+
+@router.post(
+    "/users/me/email",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="users-me-email-change",
+    responses=responses(401, 409, 422, 429),
+)
+async def request_email_change(
+    body: EmailChangeRequest,
     user: CurrentUser,
     request: Request,
+    ctx: RequestContextDep,
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
+) -> None:
+    """Ask to move the account to another address (own accounts, with the current password). Nothing changes
+    yet: a link to ``{FRONTEND_URL}/confirm-email-change?token=`` goes to the new address (1 h, single-use) and
+    a notice without a link to the current one. 401 ``invalid_credentials`` for a wrong password, 409
+    ``email_taken``, 409 ``managed_by_supabase`` for Supabase users."""
+    token = await auth_service.request_email_change(
+        session,
+        settings,
+        user=user,
+        new_email=body.email,
+        current_password=body.current_password,
+        ip_address=ctx.ip_address,
+    )
+    mail.send_email_change(request, background, old_email=user.email, new_email=body.email, token=token)
+
+
+@router.post(
+    "/users/me/email/confirm",
+    operation_id="users-me-email-confirm",
+    responses=responses(400, 401, 409, 422, 429),
+)
+async def confirm_email_change(
+    body: EmailChangeConfirm, principal: OptionalPrincipal, ctx: RequestContextDep, session: SessionDep
 ) -> UserRead:
-    """Change the caller's name or email; a new email is unverified until confirmed from its mail."""
-    user, new_email = await user_service.update_me(session, user=user, changes=body)
-    token = await auth_service.request_email_verification(session, settings, user=user) if new_email else None
-    if token is not None:
-        mail.send_verification(request, background, to=user.email, token=token)
+    """Spend the mailed token (with or without the user's access token): the account has the new address,
+    verified, and every session of it ends except the caller's. 400 ``invalid_token`` (unknown, expired, used),
+    409 ``email_taken`` when the address found an account meanwhile."""
+    user, _former = await auth_service.confirm_email_change(
+        session,
+        token=body.token,
+        keep_session=principal.session_id if principal is not None else None,
+        ip_address=ctx.ip_address,
+    )
     return UserRead.model_validate(user)
 
 

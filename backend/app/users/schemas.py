@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, PlainSerializer, UrlConstraints
 
+from app.auth.schemas import PasswordIn
 from app.core.schemas import Email, StrictModel
 
 
@@ -23,8 +24,18 @@ class UserRead(BaseModel):
 
 
 class UserUpdate(StrictModel):
+    """The name only: the email changes through POST /users/me/email (so ``email`` here is a 422)."""
+
     full_name: Annotated[str | None, Field(max_length=255)] = None
-    email: Email | None = None
+
+
+class EmailChangeRequest(StrictModel):
+    email: Email
+    current_password: PasswordIn
+
+
+class EmailChangeConfirm(StrictModel):
+    token: Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class ProfileRead(BaseModel):

@@ -177,19 +177,9 @@ async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: 
     return profile
 
 
-async def update_me(session: AsyncSession, *, user: User, changes: UserUpdate) -> tuple[User, str | None]:
-    """Apply name/email changes: the updated user, and the new email when it changed (it is then unverified)."""
+async def update_me(session: AsyncSession, *, user: User, changes: UserUpdate) -> User:
+    """Apply the sent fields of ``UserUpdate`` (the name; the email changes through its own confirmed flow)."""
     user = await attach(session, user)
-    apply_changes(user, changes, handled={"email"})
-    new_email = changes.email
-    if new_email is not None and normalize_email(new_email) != user.email:
-        user.email = normalize_email(new_email)
-        user.is_verified = False
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError as exc:
-            raise EmailTakenError() from exc
-        return user, user.email
+    apply_changes(user, changes)
     await session.flush()
-    return user, None
+    return user

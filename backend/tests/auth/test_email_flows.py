@@ -242,16 +242,14 @@ class TestVerifyEmailConfirm:
         await mc.post("/api/v1/auth/verify-email/request", headers=user.headers)
         old_token = token_of(only_mail(outbox, user.email), "verify-email")
         new_email = unique_email("moved")
-        changed = await mc.patch("/api/v1/users/me", headers=user.headers, json={"email": new_email})
+        body = {"email": new_email, "current_password": DEFAULT_PASSWORD}
+        assert (await mc.post("/api/v1/users/me/email", headers=user.headers, json=body)).status_code == 202
+        change_token = token_of(only_mail(outbox, new_email), "confirm-email-change")
+        changed = await mc.post("/api/v1/users/me/email/confirm", json={"token": change_token})
         assert changed.status_code == 200, changed.text
+        assert (changed.json()["email"], changed.json()["is_verified"]) == (new_email, True)
         response = await mc.post("/api/v1/auth/verify-email/confirm", json={"token": old_token})
         assert response.status_code == 400
-        assert (await load_user(mail_app, user.id)).is_verified is False  # type: ignore[union-attr]
-        new_token = token_of(only_mail(outbox, new_email), "verify-email")
-        confirmed = await mc.post("/api/v1/auth/verify-email/confirm", json={"token": new_token})
-        assert confirmed.status_code == 200
-        assert confirmed.json()["email"] == new_email
-        assert confirmed.json()["is_verified"] is True
 
     async def test_tokens_long_and_stored_only_as_hashes(
         self, mc: httpx.AsyncClient, mail_app: FastAPI, outbox: RecordingHandler
@@ -269,18 +267,24 @@ class TestVerifyEmailConfirm:
             assert hashlib.sha256(token.encode()).hexdigest() in hashes
 
 
-class TestUpdateMeEmail:
-    async def test_new_email_unverified_and_mailed(
+class TestEmailChangeMails:
+    async def test_link_to_the_new_address_notice_to_the_old(
         self, mc: httpx.AsyncClient, mail_app: FastAPI, outbox: RecordingHandler
     ) -> None:
         user = await create_user(mail_app, is_verified=True)
         new_email = unique_email("new")
-        response = await mc.patch("/api/v1/users/me", headers=user.headers, json={"email": new_email.upper()})
-        assert response.status_code == 200
-        assert response.json()["email"] == new_email
-        assert response.json()["is_verified"] is False
-        assert outbox.to(user.email) == []
-        token_of(only_mail(outbox, new_email), "verify-email")
+        body = {"email": new_email.upper(), "current_password": DEFAULT_PASSWORD}
+        response = await mc.post("/api/v1/users/me/email", headers=user.headers, json=body)
+        assert response.status_code == 202
+        confirmation = only_mail(outbox, new_email)
+        assert confirmation.message["Subject"] == "Confirm your new email address"
+        token = token_of(confirmation, "confirm-email-change")
+        assert f"{FRONTEND}/confirm-email-change?token={token}" in confirmation.html
+        notice = only_mail(outbox, user.email)
+        assert notice.message["Subject"] == "A change of your email address was requested"
+        assert "token=" not in notice.text and "token=" not in notice.html and FRONTEND not in notice.html
+        assert new_email in notice.text
+        assert (await mc.get("/api/v1/users/me", headers=user.headers)).json()["email"] == user.email
 
 
 class TestPasswordResetRequest:

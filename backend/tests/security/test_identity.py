@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from app.audit.models import AuditEvent
 from app.auth import service as auth_service
-from app.auth.models import AuthSession
+from app.auth.models import AuthSession, EmailToken
 from app.core.db import utcnow
 from app.integrations.email.sender import EmailSender
 from app.users.models import User
-from tests import supabase_tokens
+from tests import factories, supabase_tokens
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
 from tests.supabase_tokens import JwksServer, SupabaseAppFactory, bearer, claims, mint
@@ -463,3 +465,216 @@ class TestAdminEdits:
         assert response.status_code == 422
         stored = await load_user(app, target.id)
         assert stored is not None and (stored.email, stored.is_verified) == (target.email, False)
+
+
+# --- email change ------------------------------------------------------------------------------------------------
+
+NEW_ADDRESS_LINK = "confirm-email-change"
+
+
+async def request_change(
+    client: httpx.AsyncClient, pair: dict[str, Any] | factories.TestUser, email: str, password: str = DEFAULT_PASSWORD
+) -> httpx.Response:
+    headers = auth(pair) if isinstance(pair, dict) else pair.headers
+    return await client.post(
+        f"{API}/users/me/email", json={"email": email, "current_password": password}, headers=headers
+    )
+
+
+async def confirm_change(
+    client: httpx.AsyncClient, token: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return await client.post(f"{API}/users/me/email/confirm", json={"token": token}, headers=headers or {})
+
+
+class TestEmailChange:
+    async def test_request_mails_the_new_address_and_notifies_the_old(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        response = await request_change(client, user, new.upper())
+        assert response.status_code == 202, response.text
+        sender: EmailSender = app.state.email_sender
+        [confirmation] = [mail for mail in sender.outbox if mail.to == new]
+        assert f"{app.state.settings.FRONTEND_URL}/{NEW_ADDRESS_LINK}?token=" in confirmation.text
+        [notice] = [mail for mail in sender.outbox if mail.to == user.email]
+        assert "token=" not in notice.text and "http" not in notice.text and new in notice.text
+        me = await client.get(f"{API}/users/me", headers=user.headers)
+        assert me.json()["email"] == user.email  # nothing changes before the confirmation
+
+    async def test_confirm_switches_verifies_and_ends_other_sessions(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        user = await create_user(app, is_verified=False)
+        other = await tokens(client, user.email, DEFAULT_PASSWORD)
+        new = unique_email("new")
+        assert (await request_change(client, user, new)).status_code == 202
+        confirmed = await confirm_change(client, mailed_token(app, new, NEW_ADDRESS_LINK), user.headers)
+        assert confirmed.status_code == 200, confirmed.text
+        body = confirmed.json()
+        assert (body["email"], body["is_verified"], body["id"]) == (new, True, str(user.id))
+        assert (await client.get(f"{API}/users/me", headers=user.headers)).status_code == 200  # the caller's stays
+        ended = await client.get(f"{API}/users/me", headers=auth(other))
+        assert ended.status_code == 401 and ended.json()["code"] == "session_revoked"
+        assert (await login(client, user.email, DEFAULT_PASSWORD)).status_code == 401
+        assert (await login(client, new, DEFAULT_PASSWORD)).status_code == 200
+
+    async def test_confirm_without_a_token_ends_every_session(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        assert (await request_change(client, user, new)).status_code == 202
+        confirmed = await confirm_change(client, mailed_token(app, new, NEW_ADDRESS_LINK))
+        assert confirmed.status_code == 200
+        assert (await client.get(f"{API}/users/me", headers=user.headers)).status_code == 401
+
+    async def test_wrong_password_401(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        response = await request_change(client, user, unique_email("new"), "Not-The-Password-1")
+        assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
+        sender: EmailSender = app.state.email_sender
+        assert not [mail for mail in sender.outbox if mail.to == user.email]
+        assert (await client.get(f"{API}/users/me", headers=user.headers)).status_code == 200  # the token is fine
+
+    @pytest.mark.parametrize("whose", ["someone_else", "own"])
+    async def test_address_taken_409(self, client: httpx.AsyncClient, app: FastAPI, whose: str) -> None:
+        user = await create_user(app)
+        taken = (await create_user(app, logged_in=False)).email if whose == "someone_else" else user.email
+        response = await request_change(client, user, spellings(taken)[1])
+        assert response.status_code == 409 and response.json()["code"] == "email_taken"
+
+    async def test_supabase_user_409(self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer) -> None:
+        application = await supabase_app()
+        token = mint(claims(issuer=jwks_server.issuer, email_verified=True))
+        async with client_for(application) as client:
+            response = await client.post(
+                f"{API}/users/me/email",
+                json={"email": unique_email("new"), "current_password": DEFAULT_PASSWORD},
+                headers=bearer(token),
+            )
+        assert response.status_code == 409 and response.json()["code"] == "managed_by_supabase"
+
+    async def test_patch_me_refuses_email_422(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        response = await client.patch(f"{API}/users/me", json={"email": unique_email("new")}, headers=user.headers)
+        assert response.status_code == 422
+        assert (await load_user(app, user.id)).email == user.email  # type: ignore[union-attr]
+        renamed = await client.patch(f"{API}/users/me", json={"full_name": "New Name"}, headers=user.headers)
+        assert renamed.status_code == 200 and renamed.json()["full_name"] == "New Name"
+
+    @pytest.mark.parametrize("token", ["", "x" * 600])
+    async def test_malformed_token_422(self, client: httpx.AsyncClient, token: str) -> None:
+        assert (await confirm_change(client, token)).status_code == 422
+
+    async def test_unknown_token_400(self, client: httpx.AsyncClient) -> None:
+        response = await confirm_change(client, "A" * 43)
+        assert response.status_code == 400 and response.json()["code"] == "invalid_token"
+
+    async def test_token_works_once(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        await request_change(client, user, new)
+        token = mailed_token(app, new, NEW_ADDRESS_LINK)
+        assert (await confirm_change(client, token)).status_code == 200
+        again = await confirm_change(client, token)
+        assert again.status_code == 400 and again.json()["code"] == "invalid_token"
+
+    async def test_token_expires_after_an_hour(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        await request_change(client, user, new)
+        async with app.state.sessionmaker() as session:
+            row = await session.scalar(select(EmailToken).where(EmailToken.user_id == user.id))
+            assert row is not None and timedelta(minutes=59) < row.expires_at - row.created_at <= timedelta(hours=1)
+            await session.execute(
+                update(EmailToken).where(EmailToken.id == row.id).values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        response = await confirm_change(client, mailed_token(app, new, NEW_ADDRESS_LINK))
+        assert response.status_code == 400 and response.json()["code"] == "invalid_token"
+
+    async def test_a_newer_request_spends_the_older_link(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        first, second = unique_email("first"), unique_email("second")
+        await request_change(client, user, first)
+        await request_change(client, user, second)
+        stale = await confirm_change(client, mailed_token(app, first, NEW_ADDRESS_LINK))
+        assert stale.status_code == 400
+        assert (await confirm_change(client, mailed_token(app, second, NEW_ADDRESS_LINK))).status_code == 200
+
+    async def test_address_taken_meanwhile_409(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        await request_change(client, user, new)
+        await register(client, new)  # someone else registers it before the link is used
+        response = await confirm_change(client, mailed_token(app, new, NEW_ADDRESS_LINK))
+        assert response.status_code == 409 and response.json()["code"] == "email_taken"
+        assert (await load_user(app, user.id)).email == user.email  # type: ignore[union-attr]
+
+    async def test_old_mail_links_die_with_the_old_address(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        """A verification or reset link mailed to the former address proves nothing about the account now."""
+        user = await create_user(app, is_verified=False)
+        assert (await client.post(f"{API}/auth/verify-email/request", headers=user.headers)).status_code == 202
+        assert (await client.post(f"{API}/auth/password-reset/request", json={"email": user.email})).status_code == 202
+        verify, reset = mailed_token(app, user.email, "verify-email"), mailed_token(app, user.email, "reset-password")
+        new = unique_email("new")
+        await request_change(client, user, new)
+        assert (await confirm_change(client, mailed_token(app, new, NEW_ADDRESS_LINK), user.headers)).status_code == 200
+        assert (await client.post(f"{API}/auth/verify-email/confirm", json={"token": verify})).status_code == 400
+        body = {"token": reset, "new_password": ATTACKER_PASSWORD}
+        assert (await client.post(f"{API}/auth/password-reset/confirm", json=body)).status_code == 400
+
+    async def test_stolen_access_token_cannot_move_the_account(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        """The attack the two-step flow closes: with only the victim's access token, move the account to an own
+        address and reset the password there."""
+        victim = await create_user(app)
+        attacker_mailbox = unique_email("attacker")
+        patched = await client.patch(f"{API}/users/me", json={"email": attacker_mailbox}, headers=victim.headers)
+        assert patched.status_code == 422
+        guessed = await request_change(client, victim, attacker_mailbox, "Guessed-Password-99")
+        assert guessed.status_code == 401
+        assert (
+            await client.post(f"{API}/auth/password-reset/request", json={"email": attacker_mailbox})
+        ).status_code == 202
+        sender: EmailSender = app.state.email_sender
+        assert not [mail for mail in sender.outbox if mail.to == attacker_mailbox]
+        assert (await load_user(app, victim.id)).email == victim.email  # type: ignore[union-attr]
+
+    @requires_postgres()
+    async def test_parallel_confirmations_switch_once(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        user = await create_user(app)
+        new = unique_email("new")
+        await request_change(client, user, new)
+        token = mailed_token(app, new, NEW_ADDRESS_LINK)
+        answers = await asyncio.gather(*(confirm_change(client, token) for _ in range(8)))
+        assert sorted(response.status_code for response in answers) == [200] + [400] * 7
+        async with app.state.sessionmaker() as session:
+            events = await session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "user.email_changed")
+            )
+        assert events == 1
+
+    @requires_postgres()
+    async def test_two_accounts_racing_for_one_address(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        new = unique_email("contested")
+        users = [await create_user(app) for _ in range(2)]
+        for user in users:
+            assert (await request_change(client, user, new)).status_code == 202
+        sender: EmailSender = app.state.email_sender
+        found = [re.search(r"token=([A-Za-z0-9_\-%]+)", mail.text) for mail in sender.outbox if mail.to == new]
+        links = [match.group(1) for match in found if match]
+        answers = await asyncio.gather(*(confirm_change(client, token) for token in links))
+        assert sorted(response.status_code for response in answers) == [200, 409]
+        assert [response.json()["code"] for response in answers if response.status_code == 409] == ["email_taken"]
+
+    async def test_requests_are_rate_limited_per_user(self, make_app: AppFactory) -> None:
+        """Each request mails an address of the caller's choosing and checks a password guess."""
+        application = await make_app(RATE_LIMIT_ENABLED=True, RATE_LIMIT_EMAIL="2/minute")
+        user = await create_user(application)
+        answers = []
+        for index in range(3):
+            async with client_for(application, client_addr=(f"198.51.100.{index + 1}", 1000)) as client:
+                answers.append(
+                    (await request_change(client, user, unique_email("new"), "Guessed-Password-9")).status_code
+                )
+        assert answers == [401, 401, 429]

@@ -73,27 +73,11 @@ class TestUpdateMe:
         assert response.json()["full_name"] == "New Name"
         assert (await client.get(ME, headers=user.headers)).json()["full_name"] == "New Name"
 
-    async def test_new_email_unverified_and_mailed(self, client: httpx.AsyncClient, app: FastAPI) -> None:
-        user = await create_user(app, is_verified=True)
-        new_email = unique_email("moved")
-        response = await client.patch(ME, headers=user.headers, json={"email": f" {new_email.upper()} "})
-        assert response.status_code == 200
-        assert response.json()["email"] == new_email
-        assert response.json()["is_verified"] is False
-        mailed = [message for message in app.state.email_sender.outbox if message.to == new_email]
-        assert len(mailed) == 1 and "/verify-email?token=" in mailed[0].text
-
-    async def test_same_email_stays_verified(self, client: httpx.AsyncClient, app: FastAPI) -> None:
-        user = await create_user(app, is_verified=True)
-        response = await client.patch(ME, headers=user.headers, json={"email": user.email.upper()})
-        assert response.status_code == 200
-        assert response.json()["is_verified"] is True
-
-    async def test_email_taken_409(self, client: httpx.AsyncClient, app: FastAPI) -> None:
-        user, other = await create_user(app), await create_user(app)
-        response = await client.patch(ME, headers=user.headers, json={"email": other.email})
-        assert response.status_code == 409
-        assert response.json()["code"] == "email_taken"
+    async def test_email_422(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        """The email changes through POST /users/me/email (tests/security/test_identity.py, TestEmailChange)."""
+        user = await create_user(app)
+        response = await client.patch(ME, headers=user.headers, json={"email": unique_email("moved")})
+        assert response.status_code == 422
         assert (await client.get(ME, headers=user.headers)).json()["email"] == user.email
 
     @pytest.mark.parametrize("field", [{"is_superuser": True}, {"is_verified": True}, {"auth_provider": "x"}])
