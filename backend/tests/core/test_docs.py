@@ -163,8 +163,8 @@ class RecordingProxy:
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> RecordingProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
