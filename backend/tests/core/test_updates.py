@@ -12,7 +12,7 @@ from app.core.updates import apply_changes
 from app.orgs.models import Organization
 from app.orgs.schemas import OrgUpdate
 from app.users.models import Profile, User
-from app.users.schemas import ProfileUpdate, UserUpdate
+from app.users.schemas import ProfileUpdate
 
 
 def _user() -> User:
@@ -50,8 +50,12 @@ class TestApplyChanges:
             apply_changes(profile, ProfileUpdateWithMore())  # even when the new field is not sent
 
     def test_handled_fields_are_left_to_the_caller(self) -> None:
+        class WithEmail(StrictModel):  # UserUpdate has no email (it changes in two confirmed steps)
+            full_name: str | None = None
+            email: str | None = None
+
         user = _user()
-        changed = apply_changes(user, UserUpdate.model_validate({"email": "b@example.com"}), handled={"email"})
+        changed = apply_changes(user, WithEmail.model_validate({"email": "b@example.com"}), handled={"email"})
         assert changed == {} and user.email == "a@example.com"
 
     def test_an_unhandled_unknown_field_is_named(self) -> None:
