@@ -1,7 +1,8 @@
 """``python -m bench [default|scale|memory|all ...]``: run benchmarks, one printed line per figure.
 
 - ``default`` (what ``make bench`` runs): the hot paths against the ceiling (bench/hot.py), then the credits
-  and rate-limit benchmarks other modules keep here (bench_spend.py, bench_ratelimit.py) when present.
+  and rate-limit benchmarks other modules keep here (bench_spend.py, bench_ratelimit.py) when present, and
+  the known/unknown address timings of login and password reset (bench_timing.py).
 - ``scale``: seeds a million users and millions of rows, then compares latencies with a nearly empty database
   and prints EXPLAIN for every list query (minutes; opt-in: ``make bench BENCH=scale``).
 - ``memory``: resident memory of one worker over 150,000 requests (opt-in).
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Callable
 
 SUITES = {
-    "default": ["bench.hot", "bench.bench_spend", "bench.bench_ratelimit"],
+    "default": ["bench.hot", "bench.bench_spend", "bench.bench_ratelimit", "bench.bench_timing"],
     "scale": ["bench.scale"],
     "memory": ["bench.memory"],
 }
