@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote
 
 from fastapi import BackgroundTasks, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth_service
 from app.core.settings import Settings
-from app.integrations.email import EmailMessageData, EmailSender, render
+from app.integrations.email import EmailMessageData, EmailSender, frontend_link, render
 
 logger = logging.getLogger("app.auth.mail")
 
@@ -25,24 +24,22 @@ def _settings(app: FastAPI) -> Settings:
     return settings
 
 
+def _token_message(
+    settings: Settings, template: str, subject: str, path: str, hours: int, *, to: str, token: str
+) -> EmailMessageData:
+    """A mail whose link carries a single-use token valid for ``hours``."""
+    link = frontend_link(settings.FRONTEND_URL, path, token)
+    return render(template, to=to, subject=subject, link=link, hours=str(hours))
+
+
 def verification_message(settings: Settings, *, to: str, token: str) -> EmailMessageData:
-    return render(
-        "verify_email",
-        to=to,
-        subject="Confirm your email address",
-        link=f"{settings.FRONTEND_URL}/verify-email?token={quote(token)}",
-        hours=str(settings.EMAIL_VERIFY_EXPIRE_HOURS),
-    )
+    subject, hours = "Confirm your email address", settings.EMAIL_VERIFY_EXPIRE_HOURS
+    return _token_message(settings, "verify_email", subject, "verify-email", hours, to=to, token=token)
 
 
 def password_reset_message(settings: Settings, *, to: str, token: str) -> EmailMessageData:
-    return render(
-        "password_reset",
-        to=to,
-        subject="Reset your password",
-        link=f"{settings.FRONTEND_URL}/reset-password?token={quote(token)}",
-        hours=str(settings.PASSWORD_RESET_EXPIRE_HOURS),
-    )
+    subject, hours = "Reset your password", settings.PASSWORD_RESET_EXPIRE_HOURS
+    return _token_message(settings, "password_reset", subject, "reset-password", hours, to=to, token=token)
 
 
 def email_change_messages(
@@ -54,7 +51,7 @@ def email_change_messages(
         to=new_email,
         subject="Confirm your new email address",
         email=new_email,
-        link=f"{settings.FRONTEND_URL}/confirm-email-change?token={quote(token)}",
+        link=frontend_link(settings.FRONTEND_URL, "confirm-email-change", token),
         hours=str(settings.EMAIL_CHANGE_EXPIRE_HOURS),
     )
     notice = render(

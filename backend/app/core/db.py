@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -218,6 +218,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+async def flush_unique(session: AsyncSession, *objects: object) -> bool:
+    """Add ``objects`` and flush the session in a savepoint: False when a constraint refused the rows (a
+    concurrent insert won), with the rest of the transaction intact, for the caller to raise its precise
+    conflict (``email_taken``, ``already_member``) or to try another value."""
+    try:
+        async with session.begin_nested():
+            session.add_all(objects)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import BackgroundTasks, Request
 
 from app.core.settings import Settings
-from app.integrations.email import EmailSender, render
+from app.integrations.email import EmailSender, frontend_link, render
 
 
 def send_invitation(
@@ -29,7 +27,7 @@ def send_invitation(
         inviter=inviter,
         org_name=org_name,
         role=role,
-        link=f"{settings.FRONTEND_URL}/accept-invitation?token={quote(token)}",
+        link=frontend_link(settings.FRONTEND_URL, "accept-invitation", token),
         days=str(settings.INVITATION_EXPIRE_DAYS),
     )
     background.add_task(sender.send, message)

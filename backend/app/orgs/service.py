@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
-from app.core.db import utcnow
+from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
 from app.core.settings import Settings
@@ -111,17 +110,6 @@ async def _free_slug(session: AsyncSession, base: str) -> str:
     return f"{base}-{n}"
 
 
-async def _flush_slug(session: AsyncSession, org: Organization) -> bool:
-    """Flush ``org`` in a savepoint; False when its slug collided (nothing else of the transaction is lost)."""
-    try:
-        async with session.begin_nested():
-            session.add(org)
-            await session.flush()
-    except IntegrityError:
-        return False
-    return True
-
-
 # --- lookups -------------------------------------------------------------------------------------------
 
 
@@ -200,13 +188,13 @@ async def create_org(
     """The creator becomes the owner. A given slug that is taken is 409; a generated one gets a suffix."""
     if slug is not None:
         org = Organization(name=name, slug=slug)
-        if not await _flush_slug(session, org):
+        if not await flush_unique(session, org):
             raise SlugTakenError()
     else:
         base = slugify(name)
         org = Organization(name=name, slug=await _free_slug(session, base))
         attempts = 0
-        while not await _flush_slug(session, org):  # a concurrent creator took it meanwhile
+        while not await flush_unique(session, org):  # a concurrent creator took it meanwhile
             attempts += 1
             if attempts > 5:
                 raise SlugTakenError()
@@ -251,7 +239,7 @@ async def update_org(
     org = await get_org(session, actor.org_id)
     applied = apply_changes(org, changes)
     if applied:
-        if not await _flush_slug(session, org):
+        if not await flush_unique(session, org):
             raise SlugTakenError()
         await audit.record(
             session,
@@ -315,15 +303,6 @@ async def list_members(
     return members, int(total or 0)
 
 
-async def _insert_membership(session: AsyncSession, membership: Membership) -> None:
-    try:
-        async with session.begin_nested():
-            session.add(membership)
-            await session.flush()
-    except IntegrityError as exc:
-        raise AlreadyMemberError() from exc
-
-
 async def add_member(
     session: AsyncSession, *, actor: Actor, email: str, role: OrgRole, ip_address: str | None = None
 ) -> Member:
@@ -335,7 +314,8 @@ async def add_member(
     if await find_membership(session, org_id=actor.org_id, user_id=user.id) is not None:
         raise AlreadyMemberError()
     membership = Membership(org_id=actor.org_id, user_id=user.id, role=role)
-    await _insert_membership(session, membership)
+    if not await flush_unique(session, membership):
+        raise AlreadyMemberError()
     await audit.record(
         session,
         "member.added",
@@ -568,7 +548,8 @@ async def accept_invitation(session: AsyncSession, *, user: User, token: str, ip
     if accepted.scalar_one_or_none() is None:
         raise InvitationNotFoundError()
     membership = Membership(org_id=invitation.org_id, user_id=user.id, role=invitation.role)
-    await _insert_membership(session, membership)
+    if not await flush_unique(session, membership):
+        raise AlreadyMemberError()
     await audit.record(
         session,
         "invitation.accepted",

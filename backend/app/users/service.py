@@ -6,11 +6,10 @@ import uuid
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.identity import attach
-from app.core.db import utcnow
+from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.updates import apply_changes
 from app.credits.models import CreditTransaction
@@ -59,12 +58,8 @@ async def create_user(
     )
     if user_id is not None:
         user.id = user_id
-    try:
-        async with session.begin_nested():
-            session.add(user)
-            await session.flush()
-    except IntegrityError as exc:
-        raise EmailTakenError() from exc
+    if not await flush_unique(session, user):
+        raise EmailTakenError()
     return user
 
 

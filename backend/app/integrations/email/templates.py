@@ -6,6 +6,7 @@ import html
 from functools import cache
 from pathlib import Path
 from string import Template
+from urllib.parse import quote
 
 from app.integrations.email.sender import EmailMessageData
 
@@ -15,6 +16,11 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 @cache
 def _template(name: str) -> Template:
     return Template((TEMPLATE_DIR / name).read_text(encoding="utf-8"))
+
+
+def frontend_link(frontend_url: str, path: str, token: str) -> str:
+    """The frontend page a mailed token opens (``{FRONTEND_URL}/<path>?token=...``)."""
+    return f"{frontend_url}/{path}?token={quote(token)}"
 
 
 def render(name: str, *, to: str, subject: str, **values: str) -> EmailMessageData:
