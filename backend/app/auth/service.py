@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
@@ -26,7 +25,7 @@ from app.auth.exceptions import (
 from app.auth.identity import attach
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, RevokeReason
 from app.core import security
-from app.core.db import utcnow
+from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
 from app.users.exceptions import EmailTakenError, ManagedBySupabaseError
@@ -608,11 +607,8 @@ async def confirm_email_change(
         raise InvalidEmailTokenError()
     old_email = user.email
     user.email, user.is_verified = new_email, True
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError as exc:
-        raise EmailTakenError() from exc
+    if not await flush_unique(session):
+        raise EmailTakenError()
     for purpose in EmailTokenPurpose:
         await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
     ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.EMAIL_CHANGED, keep=keep_session)
