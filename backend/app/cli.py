@@ -34,7 +34,7 @@ async def create_superuser(settings: Settings, *, email: str, password: str) -> 
 
 
 async def cleanup(settings: Settings, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete expired or revoked sessions and spent or expired email tokens; returns how many rows went."""
+    """Delete expired or revoked sessions, expired email tokens and MFA challenges; returns how many rows went."""
     engine = create_engine(settings)
     try:
         sessionmaker = create_sessionmaker(engine)

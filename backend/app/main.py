@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(
-        title=settings.PROJECT_NAME,
+        title=settings.APP_NAME,
         version=settings.VERSION,
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
         lifespan=lifespan,

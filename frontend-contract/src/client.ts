@@ -119,6 +119,7 @@ const PUBLIC_PATHS = [
   "/auth/refresh",
   "/auth/password-reset/",
   "/auth/verify-email/confirm",
+  "/auth/mfa/verify",
 ];
 
 function isPublic(url: string): boolean {

@@ -5,6 +5,8 @@
 import { ApiError, unwrap, type ApiClient, type Schemas, type StoredTokens } from "./client.js";
 
 export type UserRead = Schemas["UserRead"];
+export type UserMe = Schemas["UserMe"];
+export type TotpEnrollment = Schemas["TotpEnrollment"];
 export type ProfileRead = Schemas["ProfileRead"];
 export type OrgRead = Schemas["OrgRead"];
 export type OrgRole = Schemas["OrgRead"]["role"];
@@ -32,15 +34,72 @@ export async function signUp(
   );
 }
 
-/** Email + password for a session; the tokens go to the client's storage. 401 `invalid_credentials`. */
+/** A right password for an account with MFA on: no tokens yet; finish with `verifyMfa` within 5 minutes. */
+export interface MfaPending {
+  mfaRequired: true;
+  mfaToken: string;
+  /** Epoch milliseconds when the mfa token expires (from `expires_in`). */
+  expiresAt: number;
+}
+
+export type SignInResult = StoredTokens | MfaPending;
+
+export function needsMfa(result: SignInResult): result is MfaPending {
+  return "mfaRequired" in result && result.mfaRequired === true;
+}
+
+/**
+ * Email + password for a session; the tokens go to the client's storage. 401 `invalid_credentials`.
+ * With MFA on, no tokens: an `MfaPending` (check with `needsMfa`), completed by `verifyMfa`.
+ */
 export async function signIn(
   client: ApiClient,
   input: { email: string; password: string; deviceName?: string },
-): Promise<StoredTokens> {
+): Promise<SignInResult> {
   const result = await client.api.POST("/api/v1/auth/login", {
     body: { email: input.email, password: input.password, device_name: input.deviceName ?? null },
   });
+  const answer = unwrap(result);
+  if ("mfa_required" in answer) {
+    return { mfaRequired: true, mfaToken: answer.mfa_token, expiresAt: Date.now() + answer.expires_in * 1000 };
+  }
+  return client.session.accept(answer, result.response);
+}
+
+/** A TOTP code from the authenticator app, or one of the recovery codes (each works once). */
+export type SecondFactor = { code: string } | { recoveryCode: string };
+
+function secondFactorBody(proof: SecondFactor): { code: string } | { recovery_code: string } {
+  return "code" in proof ? { code: proof.code } : { recovery_code: proof.recoveryCode };
+}
+
+/**
+ * The second step of a sign-in with MFA on: the tokens (of an `aal2` session) go to the client's storage.
+ * 401 `invalid_code` (wrong or already used code: ask again); 401 `mfa_token_invalid` (expired, used, or 5
+ * wrong codes: sign in again).
+ */
+export async function verifyMfa(client: ApiClient, pending: MfaPending, proof: SecondFactor): Promise<StoredTokens> {
+  const result = await client.api.POST("/api/v1/auth/mfa/verify", {
+    body: { mfa_token: pending.mfaToken, ...secondFactorBody(proof) },
+  });
   return client.session.accept(unwrap(result), result.response);
+}
+
+/** Start TOTP enrolment (own accounts, current password): show `otpauth_uri` as a QR code, and `secret`. */
+export async function enrollTotp(client: ApiClient, currentPassword: string): Promise<TotpEnrollment> {
+  return unwrap(
+    await client.api.POST("/api/v1/auth/mfa/totp/enroll", { body: { current_password: currentPassword } }),
+  );
+}
+
+/** Turn MFA on with the first code: answers the 10 recovery codes, to show once. 400 `invalid_code`. */
+export async function confirmTotp(client: ApiClient, code: string): Promise<string[]> {
+  return unwrap(await client.api.POST("/api/v1/auth/mfa/totp/confirm", { body: { code } })).recovery_codes;
+}
+
+/** Turn MFA off with a code or a recovery code; every other session of the user ends. 400 `invalid_code`. */
+export async function disableTotp(client: ApiClient, proof: SecondFactor): Promise<void> {
+  unwrap(await client.api.DELETE("/api/v1/auth/mfa/totp", { body: secondFactorBody(proof) }));
 }
 
 /** End the current session on the server (best effort) and forget the tokens locally. */
@@ -55,7 +114,8 @@ export async function signOut(client: ApiClient): Promise<void> {
   }
 }
 
-export async function getMe(client: ApiClient): Promise<UserRead> {
+/** The caller, with `mfa_enabled` and the token's `aal` (`aal2` after a second factor). */
+export async function getMe(client: ApiClient): Promise<UserMe> {
   return unwrap(await client.api.GET("/api/v1/users/me"));
 }
 

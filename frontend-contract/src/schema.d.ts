@@ -171,6 +171,8 @@ export interface paths {
          * Login
          * @description Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated).
          *     With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``.
+         *     With MFA on, the answer is ``{"mfa_required": true, "mfa_token", "expires_in"}`` instead, and the tokens come
+         *     from ``POST /auth/mfa/verify``.
          */
         post: operations["auth-login"];
         delete?: never;
@@ -217,6 +219,92 @@ export interface paths {
          * @description End every session of the caller, on every device.
          */
         post: operations["auth-logout-all"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/mfa/totp": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Disable Totp
+         * @description Turn MFA off with a current code or a recovery code. Every other session of the caller ends; this one
+         *     continues as ``aal1``.
+         */
+        delete: operations["auth-mfa-totp-disable"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/mfa/totp/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm Totp
+         * @description Turn MFA on with a first code from the app: answers the 10 recovery codes, shown only this once. This
+         *     session becomes ``aal2``; later logins need a code (``/auth/mfa/verify``).
+         */
+        post: operations["auth-mfa-totp-confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/mfa/totp/enroll": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enroll Totp
+         * @description Start TOTP enrolment (the current password is required): a new secret and its ``otpauth://`` URI (for a
+         *     QR code), pending until ``/auth/mfa/totp/confirm``; a pending one is replaced. 409 while MFA is on.
+         */
+        post: operations["auth-mfa-totp-enroll"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/mfa/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Verify Mfa
+         * @description The second step of a login with MFA on: the ``mfa_token`` of the login answer and a code (or a recovery
+         *     code, which then is spent) give the login's tokens, of an ``aal2`` session. 401 ``invalid_code`` for a
+         *     wrong or already used code; after 5 of them, or once used or 5 minutes old, the token is spent: 401
+         *     ``mfa_token_invalid`` (sign in again).
+         */
+        post: operations["auth-mfa-verify"];
         delete?: never;
         options?: never;
         head?: never;
@@ -380,6 +468,7 @@ export interface paths {
         /**
          * Token
          * @description The OAuth2 password flow (form fields ``username`` and ``password``), for Swagger UI's Authorize.
+         *     With MFA on it answers like login: the MFA challenge, no tokens.
          */
         post: operations["auth-token"];
         delete?: never;
@@ -740,7 +829,7 @@ export interface paths {
         };
         /**
          * Read Me
-         * @description The caller's account.
+         * @description The caller's account, with ``mfa_enabled`` and the caller's assurance level ``aal``.
          */
         get: operations["users-me-get"];
         put?: never;
@@ -897,6 +986,11 @@ export interface components {
             is_superuser: boolean;
             /** Is Verified */
             is_verified: boolean;
+            /**
+             * Mfa Enabled
+             * @description TOTP is on: logins need a second step (POST /auth/mfa/verify).
+             */
+            mfa_enabled: boolean;
             /** Organizations */
             organizations: components["schemas"]["AdminUserOrg"][];
             /**
@@ -943,6 +1037,11 @@ export interface components {
             is_superuser: boolean;
             /** Is Verified */
             is_verified: boolean;
+            /**
+             * Mfa Enabled
+             * @description TOTP is on: logins need a second step (POST /auth/mfa/verify).
+             */
+            mfa_enabled: boolean;
             /**
              * Updated At
              * Format: date-time
@@ -1266,6 +1365,34 @@ export interface components {
              */
             user_id: string;
         };
+        /**
+         * MfaChallengeRead
+         * @description The login answer when MFA is on: no tokens; send ``mfa_token`` with a code to ``POST /auth/mfa/verify``.
+         */
+        MfaChallengeRead: {
+            /**
+             * Expires In
+             * @description Seconds until the mfa_token expires.
+             */
+            expires_in: number;
+            /**
+             * Mfa Required
+             * @default true
+             * @constant
+             */
+            mfa_required: true;
+            /** Mfa Token */
+            mfa_token: string;
+        };
+        /** MfaVerifyRequest */
+        MfaVerifyRequest: {
+            /** Code */
+            code?: string | null;
+            /** Mfa Token */
+            mfa_token: string;
+            /** Recovery Code */
+            recovery_code?: string | null;
+        };
         /** OrgCreate */
         OrgCreate: {
             /** Name */
@@ -1458,6 +1585,14 @@ export interface components {
             /** Full Name */
             full_name?: string | null;
         };
+        /** RecoveryCodes */
+        RecoveryCodes: {
+            /**
+             * Recovery Codes
+             * @description Shown only now: each works once, instead of a code.
+             */
+            recovery_codes: string[];
+        };
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
@@ -1532,6 +1667,39 @@ export interface components {
              */
             token_type: "bearer";
         };
+        /** TotpConfirmRequest */
+        TotpConfirmRequest: {
+            /**
+             * Code
+             * @description The 6-digit code of the authenticator app.
+             */
+            code: string;
+        };
+        /** TotpDisableRequest */
+        TotpDisableRequest: {
+            /** Code */
+            code?: string | null;
+            /** Recovery Code */
+            recovery_code?: string | null;
+        };
+        /** TotpEnrollRequest */
+        TotpEnrollRequest: {
+            /** Current Password */
+            current_password: string;
+        };
+        /** TotpEnrollment */
+        TotpEnrollment: {
+            /**
+             * Otpauth Uri
+             * @description otpauth://totp/... URI, for a QR code.
+             */
+            otpauth_uri: string;
+            /**
+             * Secret
+             * @description Base32 TOTP secret, for typing into an authenticator app.
+             */
+            secret: string;
+        };
         /** TransferOwnership */
         TransferOwnership: {
             /**
@@ -1539,6 +1707,42 @@ export interface components {
              * Format: uuid
              */
             user_id: string;
+        };
+        /** UserMe */
+        UserMe: {
+            /**
+             * Aal
+             * @description The assurance level of the caller's token: aal2 when its sign-in used a second factor.
+             * @enum {string}
+             */
+            aal: "aal1" | "aal2";
+            /** Auth Provider */
+            auth_provider: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Email */
+            email: string;
+            /** Full Name */
+            full_name: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Is Active */
+            is_active: boolean;
+            /** Is Superuser */
+            is_superuser: boolean;
+            /** Is Verified */
+            is_verified: boolean;
+            /**
+             * Mfa Enabled
+             * @description TOTP is on: logins need a second step (POST /auth/mfa/verify).
+             */
+            mfa_enabled: boolean;
         };
         /** UserRead */
         UserRead: {
@@ -1564,6 +1768,11 @@ export interface components {
             is_superuser: boolean;
             /** Is Verified */
             is_verified: boolean;
+            /**
+             * Mfa Enabled
+             * @description TOTP is on: logins need a second step (POST /auth/mfa/verify).
+             */
+            mfa_enabled: boolean;
         };
         /**
          * UserUpdate
@@ -2317,7 +2526,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TokenPair"];
+                    "application/json": components["schemas"]["TokenPair"] | components["schemas"]["MfaChallengeRead"];
                 };
             };
             /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
@@ -2439,6 +2648,253 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "auth-mfa-totp-disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpDisableRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request. `code`: `invalid_code`, `mfa_not_enabled`, `not_own_session` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "auth-mfa-totp-confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpConfirmRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryCodes"];
+                };
+            };
+            /** @description Bad request. `code`: `invalid_code`, `mfa_not_enrolled`, `not_own_session` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Conflict. `code`: `mfa_already_enabled` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "auth-mfa-totp-enroll": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpEnrollRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TotpEnrollment"];
+                };
+            };
+            /** @description Bad request. `code`: `invalid_password`, `not_own_session` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Conflict. `code`: `mfa_already_enabled` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+        };
+    };
+    "auth-mfa-verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MfaVerifyRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPair"];
+                };
+            };
+            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: `invalid_code`, `mfa_token_invalid` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorRead"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
             /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
@@ -2855,7 +3311,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TokenPair"];
+                    "application/json": components["schemas"]["TokenPair"] | components["schemas"]["MfaChallengeRead"];
                 };
             };
             /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
@@ -4372,7 +4828,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserRead"];
+                    "application/json": components["schemas"]["UserMe"];
                 };
             };
             /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */

@@ -14,7 +14,10 @@ import {
   acceptInvitation,
   addMember,
   changeMemberRole,
+  confirmTotp,
   createApiClient,
+  disableTotp,
+  enrollTotp,
   createOrganization,
   ensureProfile,
   confirmEmailChange,
@@ -25,11 +28,13 @@ import {
   listMyOrganizations,
   listSessions,
   memoryStorage,
+  needsMfa,
   removeMember,
   requestEmailChange,
   signIn,
   signOut,
   signUp,
+  verifyMfa,
   type ApiClient,
   type ApiClientOptions,
 } from "../src/index.js";
@@ -181,6 +186,59 @@ describe("sessions and email change", () => {
     await rejects(requestEmailChange(c, { email: taken, currentPassword: PASSWORD }), 409, "email_taken");
     await rejects(confirmEmailChange(c, "not-a-token-that-was-ever-mailed"), 400, "invalid_token");
     await rejects(confirmEmailChange(client(), "not-a-token-that-was-ever-mailed"), 400, "invalid_token");
+  });
+});
+
+/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret, `steps` steps from now: what an authenticator app shows. */
+function totp(secret: string, steps = 0): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const char of secret.replace(/=+$/, "").toUpperCase()) bits += alphabet.indexOf(char).toString(2).padStart(5, "0");
+  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((byte) => parseInt(byte, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30) + steps));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1]! & 0x0f;
+  return ((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).toString().padStart(6, "0");
+}
+
+describe("multi-factor authentication (TOTP)", () => {
+  test("enrol, confirm, then sign in with a code, and with a recovery code", async () => {
+    const { client: c, email } = await signedInUser("mfa");
+    const { secret, otpauth_uri } = await enrollTotp(c, PASSWORD);
+    assert.match(otpauth_uri, /^otpauth:\/\/totp\//);
+    await rejects(confirmTotp(c, totp(secret, 5)), 400, "invalid_code");
+    const firstCode = totp(secret);
+    const recoveryCodes = await confirmTotp(c, firstCode);
+    assert.equal(recoveryCodes.length, 10);
+    const me = await getMe(c);
+    assert.equal(me.mfa_enabled, true);
+    assert.equal(me.aal, "aal2");
+
+    // A new sign-in: the password alone gives no tokens.
+    const other = client();
+    const pending = await signIn(other, { email, password: PASSWORD });
+    assert.ok(needsMfa(pending));
+    assert.equal(other.session.tokens, null);
+    // The confirming code was spent: it is refused, the next step's code (within the skew) is accepted.
+    await rejects(verifyMfa(other, pending, { code: firstCode }), 401, "invalid_code");
+    const tokens = await verifyMfa(other, pending, { code: totp(secret, 1) });
+    assert.ok(tokens.accessToken);
+    assert.equal((await getMe(other)).aal, "aal2");
+    await rejects(verifyMfa(other, pending, { code: totp(secret, 1) }), 401, "mfa_token_invalid");
+
+    // Lost phone: a recovery code, once.
+    const third = client();
+    const again = await signIn(third, { email, password: PASSWORD });
+    assert.ok(needsMfa(again));
+    await verifyMfa(third, again, { recoveryCode: recoveryCodes[0]! });
+    assert.equal((await getMe(third)).aal, "aal2");
+
+    // Turning it off ends the other sessions; sign-in gives tokens again.
+    await disableTotp(third, { recoveryCode: recoveryCodes[1]! });
+    await rejects(getMe(other), 401, "session_revoked");
+    const plain = await signIn(client(), { email, password: PASSWORD });
+    assert.equal(needsMfa(plain), false);
   });
 });
 

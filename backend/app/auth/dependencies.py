@@ -38,6 +38,13 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 class Principal:
     user: User
     session_id: uuid.UUID | None  # this API's session; None for Supabase tokens
+    # The assurance level: of this API's session (read fresh with it, so a session raised to aal2 by confirming
+    # MFA counts at once), or the Supabase token's own ``aal`` claim.
+    aal: str = "aal1"
+
+    @property
+    def has_mfa(self) -> bool:
+        return self.aal == "aal2"
 
 
 def is_own_token(settings: Settings, token: str) -> bool:
@@ -100,7 +107,7 @@ async def _own_principal(
         raise SessionRevokedError()
     if now - state.last_used_at >= LAST_USED_RESOLUTION:
         await store.touch_session(claims.session_id, now)
-    return Principal(user=user, session_id=claims.session_id)
+    return Principal(user=user, session_id=claims.session_id, aal=state.aal)
 
 
 async def _resolve(request: Request, token: str | None) -> Principal:
@@ -116,10 +123,10 @@ async def _resolve(request: Request, token: str | None) -> Principal:
     if verified.get(token) is not None or is_own_token(settings, token):
         principal = await _own_principal(identity_store(request), settings, token, verified)
     else:
-        user = await supabase.authenticate(request, token)
+        user, aal = await supabase.authenticate(request, token)
         if not user.is_active:
             raise InactiveUserError()
-        principal = Principal(user=user, session_id=None)
+        principal = Principal(user=user, session_id=None, aal=aal)
     request.state.user_id = principal.user.id
     request.state.principal = principal
     return principal

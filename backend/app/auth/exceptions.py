@@ -79,3 +79,33 @@ class JwksUnavailableError(ServiceUnavailable):
 
 class WeakPasswordError(Unprocessable):
     code, detail = "weak_password", "Password must not be the same as the email."
+
+
+class MfaAlreadyEnabledError(Conflict):
+    code, detail = "mfa_already_enabled", "Multi-factor authentication is already on; turn it off first."
+
+
+class MfaNotEnrolledError(BadRequest):
+    code, detail = "mfa_not_enrolled", "There is no pending enrolment to confirm; enrol first."
+
+
+class MfaNotEnabledError(BadRequest):
+    code, detail = "mfa_not_enabled", "Multi-factor authentication is not on."
+
+
+class InvalidMfaCodeError(BadRequest):
+    code, detail = "invalid_code", "The code is wrong, expired or already used."
+
+
+class InvalidMfaLoginCodeError(Unauthenticated):
+    """The second step of a login: a wrong code is a failed sign-in (401), like a wrong password."""
+
+    code, detail = "invalid_code", "The code is wrong, expired or already used."
+
+
+class MfaTokenInvalidError(Unauthenticated):
+    code, detail = "mfa_token_invalid", "This sign-in step is unknown, expired or used up; sign in again."
+
+
+class MfaRequiredError(Forbidden):
+    code, detail = "mfa_required", "This needs a session signed in with a second factor (aal2)."

@@ -41,6 +41,7 @@ class SessionState:
     revoked_at: datetime | None
     expires_at: datetime
     last_used_at: datetime
+    aal: str
 
 
 class IdentityStore:
@@ -52,7 +53,13 @@ class IdentityStore:
         user_columns = [User.__table__.c[name] for name in USER_COLUMNS]
         self._session_user = DriverStatement(
             engine.dialect,
-            select(*user_columns, AuthSession.revoked_at, AuthSession.expires_at, AuthSession.last_used_at)
+            select(
+                *user_columns,
+                AuthSession.revoked_at,
+                AuthSession.expires_at,
+                AuthSession.last_used_at,
+                AuthSession.aal,
+            )
             .join(AuthSession, AuthSession.user_id == User.id)
             .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id")),
         )
@@ -79,7 +86,8 @@ class IdentityStore:
         if row is None:
             return None
         n = len(USER_COLUMNS)
-        return detached_user(row[:n]), SessionState(revoked_at=row[n], expires_at=row[n + 1], last_used_at=row[n + 2])
+        state = SessionState(revoked_at=row[n], expires_at=row[n + 1], last_used_at=row[n + 2], aal=row[n + 3])
+        return detached_user(row[:n]), state
 
     async def supabase_user(self, supabase_id: uuid.UUID) -> User | None:
         row = await self._fetch_row(self._supabase_user, {"supabase_id": supabase_id})

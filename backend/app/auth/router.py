@@ -7,7 +7,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Depends, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
-from app.auth import cookies, mail
+from app.auth import cookies, mail, mfa
 from app.auth import service as auth_service
 from app.auth.dependencies import (
     CurrentPrincipal,
@@ -17,21 +17,37 @@ from app.auth.dependencies import (
 )
 from app.auth.exceptions import (
     InvalidCredentialsError,
+    InvalidMfaCodeError,
+    InvalidMfaLoginCodeError,
     InvalidRefreshTokenError,
+    MfaAlreadyEnabledError,
+    MfaNotEnabledError,
+    MfaNotEnrolledError,
+    MfaTokenInvalidError,
     NotAuthenticatedError,
     NotOwnSessionError,
+    WrongPasswordError,
 )
 from app.auth.models import EmailTokenPurpose, RevokeReason
 from app.auth.schemas import (
+    LoginAnswer,
     LoginRequest,
     LogoutRequest,
+    MfaChallengeRead,
+    MfaVerifyRequest,
     PasswordChangeRequest,
     PasswordResetConfirm,
     PasswordResetRequest,
+    RecoveryCodes,
     RefreshRequest,
     RegisterRequest,
+    SecondFactorIn,
     SessionRead,
     TokenPair,
+    TotpConfirmRequest,
+    TotpDisableRequest,
+    TotpEnrollment,
+    TotpEnrollRequest,
     VerifyEmailConfirm,
 )
 from app.core.context import RequestContext, RequestContextDep
@@ -46,6 +62,16 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 def _client(ctx: RequestContext, device_name: str | None = None) -> auth_service.ClientInfo:
     return auth_service.ClientInfo(ip_address=ctx.ip_address, user_agent=ctx.user_agent, device_name=device_name)
+
+
+def _login_answer(
+    answer: auth_service.IssuedTokens | auth_service.MfaChallengeIssued, response: Response, settings: Settings
+) -> LoginAnswer:
+    """Tokens, or (MFA on) the challenge to complete at POST /auth/mfa/verify."""
+    if isinstance(answer, auth_service.MfaChallengeIssued):
+        response.headers["Cache-Control"] = "no-store"
+        return MfaChallengeRead(mfa_token=answer.mfa_token, expires_in=answer.expires_in)
+    return _pair(answer, response, settings)
 
 
 def _pair(tokens: auth_service.IssuedTokens, response: Response, settings: Settings) -> TokenPair:
@@ -85,13 +111,15 @@ async def register(
 @router.post("/login", operation_id="auth-login", responses=responses(401, 422, 429))
 async def login(
     body: LoginRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
-) -> TokenPair:
+) -> LoginAnswer:
     """Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated).
-    With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``."""
-    tokens = await auth_service.login(
+    With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``.
+    With MFA on, the answer is ``{"mfa_required": true, "mfa_token", "expires_in"}`` instead, and the tokens come
+    from ``POST /auth/mfa/verify``."""
+    answer = await auth_service.login(
         session, settings, email=body.email, password=body.password, client=_client(ctx, body.device_name)
     )
-    return _pair(tokens, response, settings)
+    return _login_answer(answer, response, settings)
 
 
 @router.post("/token", operation_id="auth-token", responses=responses(401, 422, 429))
@@ -101,14 +129,15 @@ async def token(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-) -> TokenPair:
-    """The OAuth2 password flow (form fields ``username`` and ``password``), for Swagger UI's Authorize."""
+) -> LoginAnswer:
+    """The OAuth2 password flow (form fields ``username`` and ``password``), for Swagger UI's Authorize.
+    With MFA on it answers like login: the MFA challenge, no tokens."""
     try:
         body = LoginRequest(email=form.username, password=form.password)
     except ValidationError as exc:
         raise InvalidCredentialsError() from exc
-    tokens = await auth_service.login(session, settings, email=body.email, password=body.password, client=_client(ctx))
-    return _pair(tokens, response, settings)
+    answer = await auth_service.login(session, settings, email=body.email, password=body.password, client=_client(ctx))
+    return _login_answer(answer, response, settings)
 
 
 @router.post("/refresh", operation_id="auth-refresh", responses=responses(401, 403, 422, 429))
@@ -289,3 +318,97 @@ async def confirm_password_reset(body: PasswordResetConfirm, ctx: RequestContext
     await auth_service.reset_password(
         session, token=body.token, new_password=body.new_password, ip_address=ctx.ip_address
     )
+
+
+# --- multi-factor authentication (TOTP) ---------------------------------------------------------------
+
+
+def _second_factor(body: SecondFactorIn) -> mfa.SecondFactor:
+    return mfa.SecondFactor(code=body.code, recovery_code=body.recovery_code)
+
+
+@router.post(
+    "/mfa/totp/enroll",
+    operation_id="auth-mfa-totp-enroll",
+    responses=responses(WrongPasswordError, NotOwnSessionError, MfaAlreadyEnabledError, 401, 422),
+)
+async def enroll_totp(
+    body: TotpEnrollRequest, principal: OwnPrincipal, response: Response, session: SessionDep, settings: SettingsDep
+) -> TotpEnrollment:
+    """Start TOTP enrolment (the current password is required): a new secret and its ``otpauth://`` URI (for a
+    QR code), pending until ``/auth/mfa/totp/confirm``; a pending one is replaced. 409 while MFA is on."""
+    enrollment = await mfa.enroll(session, settings, user_id=principal.user.id, current_password=body.current_password)
+    response.headers["Cache-Control"] = "no-store"
+    return TotpEnrollment(secret=enrollment.secret, otpauth_uri=enrollment.otpauth_uri)
+
+
+@router.post(
+    "/mfa/totp/confirm",
+    operation_id="auth-mfa-totp-confirm",
+    responses=responses(InvalidMfaCodeError, MfaNotEnrolledError, NotOwnSessionError, MfaAlreadyEnabledError, 401, 422),
+)
+async def confirm_totp(
+    body: TotpConfirmRequest,
+    principal: OwnPrincipal,
+    ctx: RequestContextDep,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> RecoveryCodes:
+    """Turn MFA on with a first code from the app: answers the 10 recovery codes, shown only this once. This
+    session becomes ``aal2``; later logins need a code (``/auth/mfa/verify``)."""
+    assert principal.session_id is not None
+    codes = await mfa.confirm(
+        session,
+        settings,
+        user_id=principal.user.id,
+        session_id=principal.session_id,
+        code=body.code,
+        ip_address=ctx.ip_address,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return RecoveryCodes(recovery_codes=codes)
+
+
+@router.delete(
+    "/mfa/totp",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="auth-mfa-totp-disable",
+    responses=responses(InvalidMfaCodeError, MfaNotEnabledError, NotOwnSessionError, 401, 422),
+)
+async def disable_totp(
+    body: TotpDisableRequest,
+    principal: OwnPrincipal,
+    ctx: RequestContextDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> None:
+    """Turn MFA off with a current code or a recovery code. Every other session of the caller ends; this one
+    continues as ``aal1``."""
+    assert principal.session_id is not None
+    await mfa.disable(
+        session,
+        settings,
+        user_id=principal.user.id,
+        session_id=principal.session_id,
+        proof=_second_factor(body),
+        ip_address=ctx.ip_address,
+    )
+
+
+@router.post(
+    "/mfa/verify",
+    operation_id="auth-mfa-verify",
+    responses=responses(InvalidMfaLoginCodeError, MfaTokenInvalidError, 422),
+)
+async def verify_mfa(
+    body: MfaVerifyRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    """The second step of a login with MFA on: the ``mfa_token`` of the login answer and a code (or a recovery
+    code, which then is spent) give the login's tokens, of an ``aal2`` session. 401 ``invalid_code`` for a
+    wrong or already used code; after 5 of them, or once used or 5 minutes old, the token is spent: 401
+    ``mfa_token_invalid`` (sign in again)."""
+    tokens = await mfa.verify(
+        session, settings, mfa_token=body.mfa_token, proof=_second_factor(body), client_ip=ctx.ip_address
+    )
+    return _pair(tokens, response, settings)

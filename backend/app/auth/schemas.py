@@ -92,3 +92,56 @@ class PasswordResetConfirm(StrictModel):
     def _password_rules(self) -> PasswordResetConfirm:
         _check_password(self.new_password)
         return self
+
+
+class MfaChallengeRead(BaseModel):
+    """The login answer when MFA is on: no tokens; send ``mfa_token`` with a code to ``POST /auth/mfa/verify``."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str
+    expires_in: int = Field(description="Seconds until the mfa_token expires.")
+
+
+LoginAnswer = TokenPair | MfaChallengeRead
+
+# Any shape is accepted and checked (a wrong one is a wrong code, 400/401 invalid_code, and costs a try).
+MfaCode = Annotated[str, Field(min_length=1, max_length=32, description="The 6-digit code of the authenticator app.")]
+RecoveryCode = Annotated[str, Field(min_length=1, max_length=64, description="One of the recovery codes.")]
+
+
+class SecondFactorIn(StrictModel):
+    """Exactly one of ``code`` and ``recovery_code``."""
+
+    code: MfaCode | None = None
+    recovery_code: RecoveryCode | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecondFactorIn:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("send exactly one of code and recovery_code")
+        return self
+
+
+class TotpEnrollRequest(StrictModel):
+    current_password: PasswordIn
+
+
+class TotpEnrollment(BaseModel):
+    secret: str = Field(description="Base32 TOTP secret, for typing into an authenticator app.")
+    otpauth_uri: str = Field(description="otpauth://totp/... URI, for a QR code.")
+
+
+class TotpConfirmRequest(StrictModel):
+    code: MfaCode
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(description="Shown only now: each works once, instead of a code.")
+
+
+class TotpDisableRequest(SecondFactorIn):
+    pass
+
+
+class MfaVerifyRequest(SecondFactorIn):
+    mfa_token: Annotated[str, Field(min_length=1, max_length=512)]

@@ -23,7 +23,7 @@ from app.auth.exceptions import (
     WrongPasswordError,
 )
 from app.auth.identity import attach
-from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, RevokeReason
+from app.auth.models import Aal, AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, RevokeReason
 from app.core import security
 from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
@@ -48,9 +48,19 @@ class IssuedTokens:
     user_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class MfaChallengeIssued:
+    """The answer to a right password when MFA is on: no tokens yet, a token for POST /auth/mfa/verify."""
+
+    mfa_token: str
+    expires_in: int
+
+
 def _issue(settings: Settings, auth_session: AuthSession) -> IssuedTokens:
     return IssuedTokens(
-        access_token=security.create_access_token(settings, user_id=auth_session.user_id, session_id=auth_session.id),
+        access_token=security.create_access_token(
+            settings, user_id=auth_session.user_id, session_id=auth_session.id, aal=auth_session.aal
+        ),
         refresh_token=security.derive_refresh_token(
             settings,
             session_id=auth_session.id,
@@ -139,13 +149,16 @@ async def _end_sessions_over_cap(
     return list(result.scalars())
 
 
-async def start_session(session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo) -> IssuedTokens:
+async def start_session(
+    session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo, aal: Aal = Aal.AAL1
+) -> IssuedTokens:
     """A new session of ``user``; beyond MAX_SESSIONS_PER_USER live ones, the least recently used ends (two
     logins racing cannot both keep theirs over the cap: they run one after the other, ``_lock_user``)."""
     await _lock_user(session, user.id)
     now = utcnow()
     auth_session = AuthSession(
         user_id=user.id,
+        aal=aal,
         token_salt=security.new_salt(),
         generation=0,
         device_name=client.device_name,
@@ -167,16 +180,42 @@ async def start_session(session: AsyncSession, settings: Settings, *, user: User
         details={
             "session_id": str(auth_session.id),
             "device_name": client.device_name,
+            "aal": aal,
             **({"sessions_ended": [str(ended_id) for ended_id in ended]} if ended else {}),
         },
     )
     return _issue(settings, auth_session)
 
 
+async def start_mfa_challenge(
+    session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo
+) -> MfaChallengeIssued:
+    """The pending second step of this login (app/auth/mfa.py completes it), holding the login's client."""
+    now = utcnow()
+    challenge = MfaChallenge(
+        user_id=user.id,
+        failed_attempts=0,
+        device_name=client.device_name,
+        user_agent=(client.user_agent or "")[:512] or None,
+        ip_address=client.ip_address,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.MFA_TOKEN_EXPIRE_SECONDS),
+    )
+    session.add(challenge)
+    await session.flush()
+    return MfaChallengeIssued(
+        mfa_token=security.create_mfa_token(settings, challenge_id=challenge.id, user_id=user.id),
+        expires_in=settings.MFA_TOKEN_EXPIRE_SECONDS,
+    )
+
+
 async def login(
     session: AsyncSession, settings: Settings, *, email: str, password: str, client: ClientInfo
-) -> IssuedTokens:
+) -> IssuedTokens | MfaChallengeIssued:
+    """Tokens for the right password; with MFA on, a challenge instead (the session starts at verify)."""
     user = await authenticate(session, email=email, password=password, ip_address=client.ip_address)
+    if user.mfa_enabled:
+        return await start_mfa_challenge(session, settings, user=user, client=client)
     return await start_session(session, settings, user=user, client=client)
 
 
@@ -359,6 +398,15 @@ async def logout_all(session: AsyncSession, *, user_id: uuid.UUID, ip_address: s
     return ended
 
 
+async def check_current_password(user: User, password: str) -> None:
+    """Re-authentication for a sensitive change: 400 ``invalid_password`` unless ``password`` is the user's."""
+    if user.hashed_password is None:
+        raise WrongPasswordError("This account has no password here; it signs in through Supabase.")
+    ok, _ = await security.verify_password(password, user.hashed_password)
+    if not ok:
+        raise WrongPasswordError()
+
+
 async def change_password(
     session: AsyncSession,
     *,
@@ -369,11 +417,7 @@ async def change_password(
     ip_address: str | None,
 ) -> list[uuid.UUID]:
     user = await attach(session, user)
-    if user.hashed_password is None:
-        raise WrongPasswordError("This account has no password here; it signs in through Supabase.")
-    ok, _ = await security.verify_password(current_password, user.hashed_password)
-    if not ok:
-        raise WrongPasswordError()
+    await check_current_password(user, current_password)
     if new_password.strip().lower() == user.email:
         raise WeakPasswordError()
     user.hashed_password = await security.hash_password(new_password)
@@ -392,7 +436,8 @@ async def change_password(
 
 
 async def cleanup_sessions(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete sessions that expired or were revoked more than ``older_than`` ago."""
+    """Delete sessions that expired or were revoked, email tokens and MFA challenges that expired, more than
+    ``older_than`` ago."""
     from sqlalchemy import delete, or_
 
     cutoff = utcnow() - older_than
@@ -400,7 +445,8 @@ async def cleanup_sessions(session: AsyncSession, *, older_than: timedelta = tim
         delete(AuthSession).where(or_(AuthSession.expires_at < cutoff, AuthSession.revoked_at < cutoff))
     )
     tokens = await session.execute(delete(EmailToken).where(EmailToken.expires_at < cutoff))
-    return int(getattr(result, "rowcount", 0) or 0) + int(getattr(tokens, "rowcount", 0) or 0)
+    challenges = await session.execute(delete(MfaChallenge).where(MfaChallenge.expires_at < cutoff))
+    return sum(int(getattr(done, "rowcount", 0) or 0) for done in (result, tokens, challenges))
 
 
 # --- email tokens (verification, password reset) -----------------------------------------------------

@@ -61,6 +61,7 @@ class SupabaseIdentity:
     email_verified: bool
     full_name: str | None
     is_anonymous: bool
+    aal: str = "aal1"  # Supabase's own assurance level claim: aal2 after its MFA step
 
     @property
     def local_email(self) -> str:
@@ -193,6 +194,7 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
         email_verified=email is not None and _email_verified(claims),
         full_name=_full_name(claims),
         is_anonymous=is_anonymous,
+        aal="aal2" if claims.get("aal") == "aal2" else "aal1",
     )
 
 
@@ -277,16 +279,17 @@ async def verified_identity(request: Request, token: str) -> SupabaseIdentity:
     return identity
 
 
-async def authenticate(request: Request, token: str) -> User:
-    """The local user of a Supabase token. A known user is one lookup outside the request's transaction
-    (app/auth/identity.py); first sight (provisioning, a merge) or a newly verified email is written in a short
-    transaction of its own, committed before the request goes on (or rolled back, e.g. 409 account_exists)."""
+async def authenticate(request: Request, token: str) -> tuple[User, str]:
+    """The local user of a Supabase token, with the token's assurance level (``aal1``/``aal2``). A known user is
+    one lookup outside the request's transaction (app/auth/identity.py); first sight (provisioning, a merge) or a
+    newly verified email is written in a short transaction of its own, committed before the request goes on (or
+    rolled back, e.g. 409 account_exists)."""
     identity = await verified_identity(request, token)
     store: IdentityStore = request.app.state.identity
     user = await store.supabase_user(identity.user_id)
     if user is not None and not _needs_write(user, identity):
-        return user
+        return user, identity.aal
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
         user = await resolve_user(session, identity, ip_address=client_ip(request))
-    return user
+    return user, identity.aal

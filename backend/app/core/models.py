@@ -1,7 +1,7 @@
 """Imports every domain's models so that metadata (Alembic, tests) sees all tables."""
 
 from app.audit.models import AuditEvent
-from app.auth.models import AuthSession, EmailToken
+from app.auth.models import AuthSession, EmailToken, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.credits.models import CreditTransaction
 from app.orgs.models import Invitation, Membership, Organization
 from app.users.models import Profile, User
@@ -13,6 +13,9 @@ __all__ = [
     "EmailToken",
     "Invitation",
     "Membership",
+    "MfaChallenge",
+    "MfaFactor",
+    "MfaRecoveryCode",
     "Organization",
     "Profile",
     "User",

@@ -9,8 +9,9 @@ requests are served unlimited (fail open) and a warning is logged.
 
 Keys: the client IP (``scope["state"]["client_ip"]``, set by RequestContextMiddleware behind trusted proxies
 only; IPv6 grouped by /64), the user (the ``sub`` of a bearer token whose signature was checked here: this
-API's tokens, or Supabase HS256 tokens; anything else counts as anonymous, i.e. per IP), and, for login and
-password-reset requests, the email of the body (hashed; the body is read once and replayed to the app).
+API's tokens, or Supabase HS256 tokens; on /auth/mfa/verify, the user an authentic ``mfa_token`` of the body
+names; anything else counts as anonymous, i.e. per IP), and, for login and password-reset requests, the email of
+the body (hashed; the body is read once and replayed to the app).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ logger = logging.getLogger("app.rate_limit")
 
 class KeyKind(StrEnum):
     IP = "ip"
-    USER = "user"  # the verified user; per IP when anonymous
+    USER = "user"  # the verified user (bearer token, or the rule's mfa_token field); per IP when anonymous
     EMAIL = "email"  # the email in the request body (JSON field, or form field for /auth/token)
 
 
@@ -62,9 +63,11 @@ class Limit:
 class Rule:
     limits: tuple[Limit, ...]
     email_field: str | None = None  # body field read for KeyKind.EMAIL
+    mfa_token_field: str | None = None  # body field whose authentic mfa token names the user for KeyKind.USER
 
 
 _LOGIN = (Limit("login", "RATE_LIMIT_LOGIN", KeyKind.IP), Limit("login-email", "RATE_LIMIT_LOGIN_EMAIL", KeyKind.EMAIL))
+_MFA = (Limit("mfa", "RATE_LIMIT_MFA", KeyKind.IP), Limit("mfa-user", "RATE_LIMIT_MFA", KeyKind.USER))
 _RESET_REQUEST = (
     Limit("reset", "RATE_LIMIT_EMAIL", KeyKind.IP),
     Limit("reset-email", "RATE_LIMIT_EMAIL", KeyKind.EMAIL),
@@ -98,6 +101,8 @@ RULES: dict[str, Rule] = {
         )
     ),
     "/users/me/email/confirm": Rule((Limit("email-change-confirm", "RATE_LIMIT_EMAIL", KeyKind.IP),)),
+    "/auth/mfa/verify": Rule(_MFA, mfa_token_field="mfa_token"),
+    "/auth/mfa/": Rule(_MFA),  # enrol, confirm, disable: the same buckets (each takes a code or a password)
 }
 DEFAULT_RULE = Rule((Limit("default", "RATE_LIMIT_DEFAULT", KeyKind.USER),))
 
@@ -106,6 +111,7 @@ DEFAULT_RULE = Rule((Limit("default", "RATE_LIMIT_DEFAULT", KeyKind.USER),))
 class _Compiled:
     limits: tuple[tuple[Limit, RateLimitItem], ...]
     email_field: str | None
+    mfa_token_field: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +328,9 @@ async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
-async def email_from_body(headers: Headers, body: bytes, field: str) -> str | None:
+async def field_from_body(headers: Headers, body: bytes, field: str) -> str | None:
     """The field as the app will read it: JSON (last duplicate wins, like json.loads), or the form parser the
-    framework itself uses."""
+    framework itself uses; None unless it is a non-blank string."""
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     value: Any = None
     try:
@@ -341,7 +347,12 @@ async def email_from_body(headers: Headers, body: bytes, field: str) -> str | No
         return None
     if not isinstance(value, str) or not value.strip():
         return None
-    return email_key(value)
+    return value
+
+
+async def email_from_body(headers: Headers, body: bytes, field: str) -> str | None:
+    value = await field_from_body(headers, body, field)
+    return None if value is None else email_key(value)
 
 
 async def buffer_body(receive: Receive, max_size: int) -> tuple[bytes | None, Receive]:
@@ -394,7 +405,12 @@ class RateLimitMiddleware:
 
     def _compile(self, rule: Rule) -> _Compiled:
         items = tuple((limit, parse(getattr(self.settings, limit.setting))) for limit in rule.limits)
-        return _Compiled(items, rule.email_field)
+        return _Compiled(items, rule.email_field, rule.mfa_token_field)
+
+    def _mfa_user(self, token: str | None) -> str | None:
+        """The user of an authentic mfa token (HMAC checked, no database); a forged one counts per IP only."""
+        parts = security.parse_mfa_token(self.settings, token) if token else None
+        return str(parts.user_id) if parts else None
 
     def rule_for(self, path: str) -> _Compiled | None:
         rule = self.rules.get(path)
@@ -420,10 +436,12 @@ class RateLimitMiddleware:
         ip = ip_key(scope.get("state", {}).get("client_ip"))
         user: str | None = None
         email: str | None = None
-        if rule.email_field is not None:
+        if rule.email_field is not None or rule.mfa_token_field is not None:
             body, receive = await buffer_body(receive, self.max_body)
-            if body is not None:
+            if body is not None and rule.email_field is not None:
                 email = await email_from_body(headers, body, rule.email_field)
+            if body is not None and rule.mfa_token_field is not None:
+                user = self._mfa_user(await field_from_body(headers, body, rule.mfa_token_field))
         items: list[tuple[RateLimitItem, str]] = []
         for limit, item in rule.limits:
             if limit.key is KeyKind.EMAIL:

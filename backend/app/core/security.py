@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -14,6 +15,8 @@ from typing import Any
 
 import anyio
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from passlib.context import CryptContext
 
 from app.core.settings import Settings
@@ -83,18 +86,23 @@ ACCESS_TOKEN_TYPE = "access"
 JWT_ALGORITHM = "HS256"
 
 
+AALS = frozenset({"aal1", "aal2"})
+
+
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: uuid.UUID
     session_id: uuid.UUID
     expires_at: datetime
+    aal: str = "aal1"
 
 
-def create_access_token(settings: Settings, *, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
+def create_access_token(settings: Settings, *, user_id: uuid.UUID, session_id: uuid.UUID, aal: str = "aal1") -> str:
     now = datetime.now(UTC)
     payload = {
         "sub": str(user_id),
         "sid": str(session_id),
+        "aal": aal,
         "iat": now,
         "nbf": now,
         "exp": now + timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
@@ -120,10 +128,14 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
         raise jwt.InvalidTokenError("not an access token")
     if not isinstance(payload["sid"], str):
         raise jwt.InvalidTokenError("sid must be a string")
+    aal = payload.get("aal", "aal1")
+    if aal not in AALS:
+        raise jwt.InvalidTokenError("unknown aal")
     return AccessClaims(
         user_id=uuid.UUID(payload["sub"]),
         session_id=uuid.UUID(payload["sid"]),
         expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        aal=aal,
     )
 
 
@@ -181,3 +193,57 @@ def new_secret_token() -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- keys derived from SECRET_KEY ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _derive(secret_key: str, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(secret_key.encode())
+
+
+def derived_key(settings: Settings, purpose: str) -> bytes:
+    """A 256-bit key for one purpose (HKDF-SHA256 of SECRET_KEY): a key never serves two purposes, and none
+    of them is SECRET_KEY itself, which signs the JWTs."""
+    return _derive(settings.SECRET_KEY, purpose)
+
+
+# --- mfa tokens (the second step of a login) ----------------------------------------------------------
+
+MFA_TOKEN_PREFIX = "mfa"
+
+
+def _mfa_mac(settings: Settings, challenge_id: uuid.UUID, user_id: uuid.UUID) -> bytes:
+    key = derived_key(settings, "mfa-token/v1")
+    return hmac.new(key, f"{challenge_id}|{user_id}".encode(), hashlib.sha256).digest()
+
+
+def create_mfa_token(settings: Settings, *, challenge_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    """``mfa.<challenge id>.<user id>.<HMAC>``: names one login challenge; the database keeps no copy (only the
+    challenge row, which without SECRET_KEY gives no token). The user is readable so that the rate limiter can
+    count verify attempts per user without a database lookup, once the HMAC checks."""
+    mac = _mfa_mac(settings, challenge_id, user_id)
+    return f"{MFA_TOKEN_PREFIX}.{_b64(challenge_id.bytes)}.{_b64(user_id.bytes)}.{_b64(mac)}"
+
+
+@dataclass(frozen=True, slots=True)
+class MfaTokenParts:
+    challenge_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+def parse_mfa_token(settings: Settings, token: str) -> MfaTokenParts | None:
+    """The challenge and user an authentic mfa token names; None for anything else."""
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != MFA_TOKEN_PREFIX or len(token) > 200:
+        return None
+    try:
+        challenge_id = uuid.UUID(bytes=_unb64(parts[1]))
+        user_id = uuid.UUID(bytes=_unb64(parts[2]))
+        mac = _unb64(parts[3])
+    except (ValueError, TypeError):
+        return None
+    if not hmac.compare_digest(mac, _mfa_mac(settings, challenge_id, user_id)):
+        return None
+    return MfaTokenParts(challenge_id=challenge_id, user_id=user_id)

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         env_file=BACKEND_DIR / ".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    PROJECT_NAME: str = "Organizations API"
+    APP_NAME: str = "Organizations API"  # the OpenAPI title and the issuer in TOTP URIs
     VERSION: str = "0.1.0"
     API_V1_PREFIX: str = "/api/v1"
     ENVIRONMENT: Environment = Environment.DEVELOPMENT
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     MAX_SESSIONS_PER_USER: int = Field(default=50, ge=1)  # a new login beyond it ends the least recently used
     JWT_ISSUER: str = "organizations-api"
     JWT_AUDIENCE: str = "organizations-api"
+    ADMIN_REQUIRE_MFA: bool = False  # every /admin path needs an aal2 token
+    MFA_TOKEN_EXPIRE_SECONDS: int = Field(default=300, ge=30)
+    MFA_MAX_FAILED_ATTEMPTS: int = Field(default=5, ge=1)  # wrong codes per mfa_token, then it is spent
 
     SUPABASE_URL: str | None = None
     SUPABASE_JWT_SECRET: str | None = None
@@ -115,6 +118,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_REFRESH: str = "60/minute"
     RATE_LIMIT_PASSWORD: str = "10/minute"
     RATE_LIMIT_EMAIL: str = "10/minute"
+    RATE_LIMIT_MFA: str = "10/minute"  # /auth/mfa/*, per IP and per user (a 6-digit code must not be guessable)
     RATE_LIMIT_DEFAULT: str = "600/minute"
 
     EMAIL_BACKEND: EmailBackend = EmailBackend.CONSOLE

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -29,6 +29,8 @@ class User(Base):
     # The Supabase user (token `sub`) this account answers to: equal to `id` for users provisioned from a
     # Supabase token, another UUID for a local account merged on a verified email (docs/SUPABASE.md).
     supabase_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, index=True, default=None)
+    # TOTP confirmed (app/auth/mfa.py): login then needs a second step. Read with the caller on every request.
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

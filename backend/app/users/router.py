@@ -4,7 +4,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from app.auth import mail
 from app.auth import service as auth_service
-from app.auth.dependencies import CurrentUser, OptionalPrincipal
+from app.auth.dependencies import CurrentPrincipal, CurrentUser, OptionalPrincipal
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.responses import responses
@@ -16,6 +16,7 @@ from app.users.schemas import (
     ProfileCreate,
     ProfileRead,
     ProfileUpdate,
+    UserMe,
     UserRead,
     UserUpdate,
 )
@@ -24,9 +25,9 @@ router = APIRouter(tags=["users"])
 
 
 @router.get("/users/me", operation_id="users-me-get", responses=responses(401))
-async def read_me(user: CurrentUser) -> UserRead:
-    """The caller's account."""
-    return UserRead.model_validate(user)
+async def read_me(principal: CurrentPrincipal) -> UserMe:
+    """The caller's account, with ``mfa_enabled`` and the caller's assurance level ``aal``."""
+    return UserMe(**UserRead.model_validate(principal.user).model_dump(), aal=principal.aal)
 
 
 @router.patch("/users/me", operation_id="users-me-update", responses=responses(401, 422))

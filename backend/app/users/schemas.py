@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, PlainSerializer, UrlConstraints
 
@@ -21,6 +21,13 @@ class UserRead(BaseModel):
     is_verified: bool
     auth_provider: str
     created_at: datetime
+    mfa_enabled: bool = Field(description="TOTP is on: logins need a second step (POST /auth/mfa/verify).")
+
+
+class UserMe(UserRead):
+    aal: Literal["aal1", "aal2"] = Field(
+        description="The assurance level of the caller's token: aal2 when its sign-in used a second factor."
+    )
 
 
 class UserUpdate(StrictModel):

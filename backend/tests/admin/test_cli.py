@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app import cli
-from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose
+from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.users.models import Profile, User
@@ -151,9 +151,16 @@ class TestCleanup:
                 created_at=old,
                 expires_at=old,
             )
-            session.add_all([expired, revoked, token])
+            challenges = [
+                MfaChallenge(user_id=user.id, created_at=old, expires_at=old),
+                MfaChallenge(user_id=user.id, created_at=utcnow(), expires_at=utcnow() + timedelta(minutes=5)),
+            ]
+            session.add_all([expired, revoked, token, *challenges])
             await session.commit()
-        assert await cli.cleanup(settings) == 3
+        assert await cli.cleanup(settings) == 4
+        async with app.state.sessionmaker() as session:
+            live = list(await session.scalars(select(MfaChallenge.id)))
+        assert live == [challenges[1].id]  # only the expired challenge went
         async with app.state.sessionmaker() as session:
             remaining = list(await session.scalars(select(AuthSession.id).where(AuthSession.user_id == user.id)))
         assert remaining == [user.session_id]

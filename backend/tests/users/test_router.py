@@ -52,12 +52,16 @@ class TestReadMe:
             "is_verified",
             "auth_provider",
             "created_at",
+            "mfa_enabled",
+            "aal",
         }
         assert body["id"] == str(user.id)
         assert body["email"] == user.email
         assert body["full_name"] == "Grace Hopper"
         assert body["auth_provider"] == "local"
         assert body["created_at"].endswith(("Z", "+00:00"))
+        assert body["mfa_enabled"] is False
+        assert body["aal"] == "aal1"
 
     async def test_no_token_401(self, client: httpx.AsyncClient) -> None:
         response = await client.get(ME)
