@@ -1844,7 +1844,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1905,7 +1905,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1961,7 +1961,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2033,7 +2033,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2091,7 +2091,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2159,7 +2159,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2239,7 +2239,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2328,7 +2328,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2404,7 +2404,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2469,7 +2469,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorRead"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;

@@ -1,4 +1,5 @@
-"""Superuser endpoints. Every route needs a superuser (401 without a token, 403 for anyone else)."""
+"""Superuser endpoints. Every route needs a superuser (401 without a token, 403 for anyone else; with
+``ADMIN_REQUIRE_MFA=true`` 403 ``mfa_required`` for an aal1 token)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from app.admin.search import EmailSample, email_sample
 from app.audit import service as audit_service
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import Superuser, current_superuser
+from app.auth.exceptions import MfaRequiredError
 from app.auth.schemas import SessionRead
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
+from app.core.errors import Forbidden
 from app.core.responses import responses
 from app.core.schemas import Page, PageDep
 from app.credits.schemas import CreditAdjust, CreditSpendRead, CreditTransactionRead
@@ -24,7 +27,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(current_superuser)],
-    responses=responses(401, 403),
+    responses=responses(401, Forbidden, MfaRequiredError),
 )
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: 422, not a database error

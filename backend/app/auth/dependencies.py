@@ -16,6 +16,7 @@ from app.auth.exceptions import (
     AccessTokenExpiredError,
     InactiveUserError,
     InvalidAccessTokenError,
+    MfaRequiredError,
     NotAuthenticatedError,
     NotOwnSessionError,
     SessionRevokedError,
@@ -24,7 +25,7 @@ from app.auth.identity import IdentityStore
 from app.core import security
 from app.core.db import utcnow
 from app.core.errors import Forbidden
-from app.core.settings import Settings
+from app.core.settings import Settings, SettingsDep
 from app.core.token_cache import VerifiedTokens
 from app.users.models import User
 
@@ -172,10 +173,13 @@ async def own_principal(principal: Annotated[Principal, Depends(current_principa
     return principal
 
 
-async def current_superuser(user: Annotated[User, Depends(current_user)]) -> User:
-    if not user.is_superuser:
+async def current_superuser(principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep) -> User:
+    """The one gate of /admin: a superuser, and with ``ADMIN_REQUIRE_MFA`` one whose token is aal2."""
+    if not principal.user.is_superuser:
         raise Forbidden("Superuser privileges are required.")
-    return user
+    if settings.ADMIN_REQUIRE_MFA and not principal.has_mfa:
+        raise MfaRequiredError()
+    return principal.user
 
 
 async def optional_principal(

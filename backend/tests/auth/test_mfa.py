@@ -15,10 +15,13 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
 from app.audit.models import AuditEvent
+from app.auth import totp
 from app.auth.models import AuthSession, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.core import security
 from app.core.db import utcnow
+from app.users.models import User
 from tests import factories, supabase_tokens
+from tests.admin.test_router import ADMIN_ROUTES
 from tests.auth.mfa_helpers import (
     MFA,
     code_at,
@@ -29,7 +32,7 @@ from tests.auth.mfa_helpers import (
     start_login,
 )
 from tests.conftest import AppFactory, client_for, requires_postgres
-from tests.factories import create_user
+from tests.factories import create_user, load_user
 from tests.supabase_tokens import JwksServer, SupabaseAppFactory, claims, mint
 
 pytestmark = pytest.mark.asyncio
@@ -350,8 +353,6 @@ class TestLoginWithMfa:
         secret, _ = await enable_mfa(client, app, user)
         token = await start_login(client, user)
         async with app.state.sessionmaker() as session:
-            from app.users.models import User
-
             await session.execute(update(User).where(User.id == user.id).values(is_active=False))
             await session.commit()
         response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": code_at(secret)})
@@ -479,9 +480,6 @@ class TestRateLimits:
         user = await create_user(application)
         secret = pyotp.random_base32()
         async with application.state.sessionmaker() as session:
-            from app.auth import totp
-            from app.users.models import User
-
             session.add(
                 MfaFactor(
                     user_id=user.id,
@@ -517,3 +515,58 @@ class TestSupabaseAal:
         assert response.status_code == 200, response.text
         assert response.json()["aal"] == aal
         assert response.json()["mfa_enabled"] is False
+
+
+class TestAdminRequiresMfa:
+    """ADMIN_REQUIRE_MFA=true: every /admin path needs aal2, from either token kind."""
+
+    @pytest.mark.parametrize(("method", "path", "body"), ADMIN_ROUTES, ids=[f"{m} {p}" for m, p, _ in ADMIN_ROUTES])
+    async def test_aal1_superuser_403_on_every_path(
+        self, make_app: AppFactory, method: str, path: str, body: dict[str, object] | None
+    ) -> None:
+        application = await make_app(ADMIN_REQUIRE_MFA=True)
+        admin = await create_user(application, is_superuser=True)
+        target = await create_user(application)
+        async with client_for(application) as c:
+            url = "/api/v1/admin" + path.format(user_id=target.id, org_id=uuid.uuid4())
+            response = await c.request(method, url, json=body, headers=admin.headers)
+        assert response.status_code == 403
+        assert response.json()["code"] == "mfa_required"
+        assert await load_user(application, target.id) is not None  # nothing happened
+
+    async def test_aal2_superuser_passes(self, make_app: AppFactory) -> None:
+        application = await make_app(ADMIN_REQUIRE_MFA=True)
+        admin = await create_user(application, is_superuser=True)
+        async with client_for(application) as c:
+            secret, _ = await enable_mfa(c, application, admin)  # this session is aal2 now
+            assert (await c.get("/api/v1/admin/users", headers=admin.headers)).status_code == 200
+            fresh = await login_aal2(c, application, admin, secret)
+            assert (await c.get("/api/v1/admin/users", headers=bearer(fresh))).status_code == 200
+
+    async def test_off_by_default(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        admin = await create_user(app, is_superuser=True)
+        assert (await client.get("/api/v1/admin/users", headers=admin.headers)).status_code == 200
+
+    async def test_non_superuser_still_plain_403(self, make_app: AppFactory) -> None:
+        application = await make_app(ADMIN_REQUIRE_MFA=True)
+        user = await create_user(application)
+        async with client_for(application) as c:
+            response = await c.get("/api/v1/admin/users", headers=user.headers)
+        assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+
+    @pytest.mark.parametrize(("aal", "status"), [("aal1", 403), ("aal2", 200)])
+    async def test_supabase_token_aal(
+        self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, aal: str, status: int
+    ) -> None:
+        application = await supabase_app(ADMIN_REQUIRE_MFA=True)
+        sub = uuid.uuid4()
+        token = mint(claims(issuer=jwks_server.issuer, sub=sub, aal=aal))
+        async with client_for(application) as c:
+            assert (await c.get(ME, headers=bearer(token))).status_code == 200  # provisions the user
+            async with application.state.sessionmaker() as session:
+                await session.execute(update(User).where(User.id == sub).values(is_superuser=True))
+                await session.commit()
+            response = await c.get("/api/v1/admin/users", headers=bearer(token))
+        assert response.status_code == status, response.text
+        if status == 403:
+            assert response.json()["code"] == "mfa_required"
