@@ -182,6 +182,19 @@ export async function createOrganization(
   return unwrap(await client.api.POST("/api/v1/organizations", { body: input }));
 }
 
+/**
+ * Require (or stop requiring) MFA of every member: owners only, signed in with a second factor (`aal2`).
+ * 403 `mfa_required` when the caller's session is `aal1`; 403 `insufficient_role` for admins.
+ */
+export async function setOrganizationRequiresMfa(client: ApiClient, orgId: string, required: boolean): Promise<OrgRead> {
+  return unwrap(
+    await client.api.PATCH("/api/v1/organizations/{org_id}", {
+      params: { path: { org_id: orgId } },
+      body: { require_mfa: required },
+    }),
+  );
+}
+
 export async function listMyOrganizations(client: ApiClient, paging: Paging = {}) {
   return unwrap(await client.api.GET("/api/v1/organizations", { params: { query: paging } }));
 }

@@ -649,7 +649,9 @@ export interface paths {
         head?: never;
         /**
          * Update Org
-         * @description Rename, or change the slug (409 ``slug_taken``). Admins and owners.
+         * @description Rename, or change the slug (409 ``slug_taken``): admins and owners. ``require_mfa``: owners only, calling
+         *     with an aal2 token (403 ``mfa_required`` otherwise); while on, members need aal2 for everything here but
+         *     leaving.
          */
         patch: operations["orgs-update"];
         trace?: never;
@@ -1417,6 +1419,11 @@ export interface components {
             id: string;
             /** Name */
             name: string;
+            /**
+             * Require Mfa
+             * @description Members need an aal2 token (a second factor) for everything here but leaving.
+             */
+            require_mfa: boolean;
             /** @description The caller's role in this organization. */
             role: components["schemas"]["OrgRole"];
             /** Slug */
@@ -1436,6 +1443,11 @@ export interface components {
         OrgUpdate: {
             /** Name */
             name?: string | null;
+            /**
+             * Require Mfa
+             * @description Owners only, calling with an aal2 token: members then need aal2 for everything here but leaving.
+             */
+            require_mfa?: boolean | null;
             /** Slug */
             slug?: string | null;
         };

@@ -31,6 +31,7 @@ import {
   needsMfa,
   removeMember,
   requestEmailChange,
+  setOrganizationRequiresMfa,
   signIn,
   signOut,
   signUp,
@@ -239,6 +240,23 @@ describe("multi-factor authentication (TOTP)", () => {
     await rejects(getMe(other), 401, "session_revoked");
     const plain = await signIn(client(), { email, password: PASSWORD });
     assert.equal(needsMfa(plain), false);
+  });
+
+  test("an organization that requires MFA: aal1 members get 403 mfa_required, but may leave", async () => {
+    const { client: owner } = await signedInUser("mfa-owner");
+    const org = await createOrganization(owner, { name: "Strict" });
+    await rejects(setOrganizationRequiresMfa(owner, org.id, true), 403, "mfa_required");
+    const { secret } = await enrollTotp(owner, PASSWORD);
+    await confirmTotp(owner, totp(secret));
+    assert.equal((await setOrganizationRequiresMfa(owner, org.id, true)).require_mfa, true);
+
+    const { client: member, email: memberEmail } = await signedInUser("mfa-member");
+    const memberId = (await getMe(member)).id;
+    await addMember(owner, org.id, { email: memberEmail, role: "member" });
+    await rejects(listMembers(member, org.id), 403, "mfa_required");
+    const mine = await listMyOrganizations(member);
+    assert.equal(mine.items.find((o) => o.id === org.id)?.require_mfa, true);
+    await removeMember(member, org.id, memberId);
   });
 });
 

@@ -1,12 +1,14 @@
 """Organization access as a type in the handler's signature, named for the action the route performs.
 
 Each alias is built from an ``Action`` of ``policy.RULES`` (the one table): it loads the caller's membership of
-``{org_id}`` and asks ``policy.gate``: none -> 404 (the organization stays invisible, also to superusers), a
-role below the action's minimum -> 403. What depends on a target or a granted role is decided by the service,
-which asks ``policy.decide`` with the same action. A route therefore never states a role of its own.
+``{org_id}`` with the organization's MFA requirement and asks ``policy.admit``: none -> 404 (the organization
+stays invisible, also to superusers), an aal1 token where the organization requires MFA -> 403 ``mfa_required``
+(but for leaving), a role below the action's minimum -> 403. What depends on a target or a granted role is
+decided by the service, which asks ``policy.decide`` with the same action. A route therefore never states a
+role of its own.
 
 Checks on the caller rather than on its membership (the token's assurance level for organizations that
-require MFA, an API key's allowed actions) belong in ``_authorize``, keyed by the action: every organization
+require MFA, done here; an API key's allowed actions) belong in ``_authorize``, keyed by the action: every organization
 route passes through it, and nothing else decides organization access.
 """
 
@@ -27,11 +29,12 @@ from app.orgs.policy import Action, Actor
 
 
 async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, action: Action) -> Actor:
-    membership = await org_service.find_membership(session, org_id=org_id, user_id=caller.user.id)
-    role = policy.actor_role(membership.role if membership else None, is_superuser=caller.user.is_superuser)
-    policy.require(policy.gate(role, action))
-    assert role is not None  # gate answers NOT_FOUND without a membership
-    return Actor(org_id=org_id, user_id=caller.user.id, role=role)
+    access = await org_service.find_access(session, org_id=org_id, user_id=caller.user.id)
+    role = policy.actor_role(access.role if access else None, is_superuser=caller.user.is_superuser)
+    has_mfa = caller.has_mfa  # this API's session's aal, or the Supabase token's aal claim
+    policy.require(policy.admit(role, action, require_mfa=access is not None and access.require_mfa, has_mfa=has_mfa))
+    assert role is not None  # admit answers NOT_FOUND without a membership
+    return Actor(org_id=org_id, user_id=caller.user.id, role=role, has_mfa=has_mfa)
 
 
 def authorize(action: Action) -> Callable[..., Awaitable[Actor]]:

@@ -9,6 +9,8 @@ Roles rank ``owner`` > ``admin`` > ``member``. The whole rule set (docs/ORGANIZA
 - Nobody grants a role above their own (this includes inviting with a role, and revoking such an invitation).
 - The last owner can neither leave, be removed, nor be demoted (``removes_last_owner``).
 - Superusers get no special powers here: their membership role is all that counts (they use /admin).
+- An organization that requires MFA answers ``MFA_REQUIRED`` to a member whose token is not aal2, for every
+  action but leaving (``admit``); only owners switch the requirement, and only with aal2 themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.auth.exceptions import MfaRequiredError
 from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
 from app.orgs.models import OrgRole
 
@@ -37,6 +40,7 @@ class Action(StrEnum):
     VIEW_AUDIT = "view_audit"
     DELETE_ORG = "delete_org"
     TRANSFER_OWNERSHIP = "transfer_ownership"
+    SET_REQUIRE_MFA = "set_require_mfa"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +52,14 @@ class Actor:
     org_id: uuid.UUID
     user_id: uuid.UUID
     role: OrgRole
+    has_mfa: bool = False  # the caller's token is aal2
 
 
 class Verdict(StrEnum):
     ALLOW = "allow"
     NOT_FOUND = "not_found"  # not a member: answer as if the organization did not exist
     FORBIDDEN = "forbidden"  # a member, but the role does not allow it
+    MFA_REQUIRED = "mfa_required"  # a member, but the organization requires an aal2 token and this one is aal1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class Rule:
     minimum: OrgRole
     grants: bool = False
     targets: bool = False
+    mfa_exempt: bool = False  # allowed with an aal1 token even where the organization requires MFA
 
 
 # The one table of organization permissions: the guards are built from it (one alias per action) and the
@@ -71,7 +78,7 @@ class Rule:
 RULES: dict[Action, Rule] = {
     Action.VIEW_ORG: Rule(OrgRole.MEMBER),
     Action.LIST_MEMBERS: Rule(OrgRole.MEMBER),
-    Action.LEAVE: Rule(OrgRole.MEMBER),
+    Action.LEAVE: Rule(OrgRole.MEMBER, mfa_exempt=True),  # nobody is trapped in an organization
     Action.UPDATE_ORG: Rule(OrgRole.ADMIN),
     Action.ADD_MEMBER: Rule(OrgRole.ADMIN, grants=True),
     Action.CHANGE_ROLE: Rule(OrgRole.ADMIN, grants=True, targets=True),
@@ -82,6 +89,7 @@ RULES: dict[Action, Rule] = {
     Action.VIEW_AUDIT: Rule(OrgRole.ADMIN),
     Action.DELETE_ORG: Rule(OrgRole.OWNER),
     Action.TRANSFER_OWNERSHIP: Rule(OrgRole.OWNER),
+    Action.SET_REQUIRE_MFA: Rule(OrgRole.OWNER),
 }
 
 
@@ -107,6 +115,14 @@ def gate(actor: OrgRole | None, action: Action) -> Verdict:
     if actor is None:
         return Verdict.NOT_FOUND
     return Verdict.ALLOW if at_least(actor, RULES[action].minimum) else Verdict.FORBIDDEN
+
+
+def admit(actor: OrgRole | None, action: Action, *, require_mfa: bool, has_mfa: bool) -> Verdict:
+    """The guard's whole answer: membership (NOT_FOUND), then the organization's MFA requirement (an aal1 caller
+    gets MFA_REQUIRED for every action but the exempt ones, whatever their role), then ``gate``."""
+    if actor is not None and require_mfa and not has_mfa and not RULES[action].mfa_exempt:
+        return Verdict.MFA_REQUIRED
+    return gate(actor, action)
 
 
 def can_grant(actor: OrgRole, role: OrgRole) -> bool:
@@ -149,6 +165,8 @@ def require(verdict: Verdict) -> None:
         raise OrgNotFoundError()
     if verdict is Verdict.FORBIDDEN:
         raise InsufficientRoleError()
+    if verdict is Verdict.MFA_REQUIRED:
+        raise MfaRequiredError()
 
 
 def removes_last_owner(target: OrgRole, new_role: OrgRole | None, *, other_owners: int) -> bool:

@@ -77,7 +77,9 @@ async def read_org(actor: ViewOrg, session: SessionDep) -> OrgRead:
 
 @router.patch("/{org_id}", operation_id="orgs-update", responses=responses(401, 403, 404, 409, 422))
 async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
-    """Rename, or change the slug (409 ``slug_taken``). Admins and owners."""
+    """Rename, or change the slug (409 ``slug_taken``): admins and owners. ``require_mfa``: owners only, calling
+    with an aal2 token (403 ``mfa_required`` otherwise); while on, members need aal2 for everything here but
+    leaving."""
     org = await org_service.update_org(session, actor=actor, changes=body, ip_address=ctx.ip_address)
     return OrgRead.model_validate(org)
 

@@ -25,6 +25,10 @@ class OrgCreate(StrictModel):
 class OrgUpdate(StrictModel):
     name: OrgName | None = None
     slug: Slug | None = None
+    require_mfa: bool | None = Field(
+        default=None,
+        description="Owners only, calling with an aal2 token: members then need aal2 for everything here but leaving.",
+    )
 
 
 class OrgRead(BaseModel):
@@ -33,6 +37,9 @@ class OrgRead(BaseModel):
     id: uuid.UUID
     name: str
     slug: str
+    require_mfa: bool = Field(
+        description="Members need an aal2 token (a second factor) for everything here but leaving."
+    )
     created_at: datetime
     updated_at: datetime
     role: OrgRole = Field(description="The caller's role in this organization.")

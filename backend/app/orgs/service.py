@@ -23,6 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
+from app.auth.exceptions import MfaRequiredError
 from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
@@ -65,6 +66,7 @@ class OrgWithRole:
     id: uuid.UUID
     name: str
     slug: str
+    require_mfa: bool
     created_at: datetime
     updated_at: datetime
     role: str
@@ -81,7 +83,13 @@ class UserMembership:
 
 def _with_role(org: Organization, role: str) -> OrgWithRole:
     return OrgWithRole(
-        id=org.id, name=org.name, slug=org.slug, created_at=org.created_at, updated_at=org.updated_at, role=role
+        id=org.id,
+        name=org.name,
+        slug=org.slug,
+        require_mfa=org.require_mfa,
+        created_at=org.created_at,
+        updated_at=org.updated_at,
+        role=role,
     )
 
 
@@ -111,6 +119,26 @@ async def _free_slug(session: AsyncSession, base: str) -> str:
 
 
 # --- lookups -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What the organization guard needs to know: the caller's role there and the organization's policy."""
+
+    role: str
+    require_mfa: bool
+
+
+async def find_access(session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID) -> Access | None:
+    """The caller's role in the organization and whether it requires MFA: one statement; None for a non-member."""
+    row = (
+        await session.execute(
+            select(Membership.role, Organization.require_mfa)
+            .join(Organization, Organization.id == Membership.org_id)
+            .where(Membership.org_id == org_id, Membership.user_id == user_id)
+        )
+    ).one_or_none()
+    return None if row is None else Access(role=row.role, require_mfa=row.require_mfa)
 
 
 async def find_membership(session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
@@ -236,8 +264,23 @@ async def read_org(session: AsyncSession, *, actor: Actor) -> OrgWithRole:
 async def update_org(
     session: AsyncSession, *, actor: Actor, changes: OrgUpdate, ip_address: str | None = None
 ) -> OrgWithRole:
+    """Rename, new slug (admins+); ``require_mfa`` only by an owner calling with aal2 (turning it on without a
+    second factor oneself is refused, so the switch never locks out the one who set it)."""
     org = await get_org(session, actor.org_id)
-    applied = apply_changes(org, changes)
+    if changes.require_mfa is not None and changes.require_mfa != org.require_mfa:
+        policy.require(policy.decide(actor.role, Action.SET_REQUIRE_MFA))
+        if not actor.has_mfa:
+            raise MfaRequiredError("Turning on require_mfa needs a session signed in with a second factor (aal2).")
+        org.require_mfa = changes.require_mfa
+        await audit.record(
+            session,
+            "org.require_mfa_changed",
+            actor_id=actor.user_id,
+            org_id=org.id,
+            ip_address=ip_address,
+            details={"require_mfa": changes.require_mfa},
+        )
+    applied = apply_changes(org, changes, handled={"require_mfa"})
     if applied:
         if not await flush_unique(session, org):
             raise SlugTakenError()

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from app.auth.exceptions import MfaRequiredError
 from app.orgs import policy
 from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
 from app.orgs.models import OrgRole
@@ -28,6 +29,7 @@ TABLE: list[tuple[Action, OrgRole | None, OrgRole | None, tuple[Verdict, Verdict
     (Action.VIEW_AUDIT, None, None, (hidden, no, ok, ok)),
     (Action.DELETE_ORG, None, None, (hidden, no, no, ok)),
     (Action.TRANSFER_OWNERSHIP, None, None, (hidden, no, no, ok)),
+    (Action.SET_REQUIRE_MFA, None, None, (hidden, no, no, ok)),
     # granting a role: adding an existing user, inviting, revoking such an invitation
     (Action.ADD_MEMBER, None, M, (hidden, no, ok, ok)),
     (Action.ADD_MEMBER, None, A, (hidden, no, ok, ok)),
@@ -116,6 +118,30 @@ class TestSuperuser:
         assert policy.decide(role, action, target=O, role=M) is Verdict.NOT_FOUND
 
 
+class TestAdmit:
+    """The guard: membership, then the organization's MFA requirement, then the action's minimum role."""
+
+    @pytest.mark.parametrize("actor", ACTORS)
+    @pytest.mark.parametrize("action", list(Action))
+    def test_without_the_requirement_it_is_the_gate(self, action: Action, actor: OrgRole | None) -> None:
+        for has_mfa in (False, True):
+            assert policy.admit(actor, action, require_mfa=False, has_mfa=has_mfa) is policy.gate(actor, action)
+
+    @pytest.mark.parametrize("actor", [M, A, O])
+    @pytest.mark.parametrize("action", [a for a in Action if a is not Action.LEAVE])
+    def test_aal1_member_is_refused_whatever_the_role(self, action: Action, actor: OrgRole) -> None:
+        assert policy.admit(actor, action, require_mfa=True, has_mfa=False) is Verdict.MFA_REQUIRED
+        assert policy.admit(actor, action, require_mfa=True, has_mfa=True) is policy.gate(actor, action)
+
+    @pytest.mark.parametrize("actor", [M, A, O])
+    def test_leaving_is_exempt(self, actor: OrgRole) -> None:
+        assert policy.admit(actor, Action.LEAVE, require_mfa=True, has_mfa=False) is ok
+        assert [a for a in Action if policy.RULES[a].mfa_exempt] == [Action.LEAVE]
+
+    def test_non_member_still_not_found(self) -> None:
+        assert policy.admit(None, Action.VIEW_ORG, require_mfa=True, has_mfa=False) is hidden
+
+
 class TestRequire:
     def test_not_found(self) -> None:
         with pytest.raises(OrgNotFoundError):
@@ -124,6 +150,10 @@ class TestRequire:
     def test_forbidden(self) -> None:
         with pytest.raises(InsufficientRoleError):
             policy.require(Verdict.FORBIDDEN)
+
+    def test_mfa_required(self) -> None:
+        with pytest.raises(MfaRequiredError):
+            policy.require(Verdict.MFA_REQUIRED)
 
     def test_allow(self) -> None:
         policy.require(Verdict.ALLOW)
