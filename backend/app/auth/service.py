@@ -115,19 +115,23 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, ip_a
     return user
 
 
-async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Serialize the logins of one user until the transaction ends, so that counting their live sessions and
-    ending the surplus is one step: on PostgreSQL a row lock on the user (``FOR NO KEY UPDATE``: rows that
-    reference the user can still be inserted meanwhile); SQLite runs one writer at a time anyway."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user's row, locked until the transaction ends: serializes a user's logins (counting their live
+    sessions and ending the surplus is one step) and MFA changes. ``FOR NO KEY UPDATE`` on PostgreSQL, so
+    rows that reference the user (a new session) can still be inserted meanwhile and no deadlock arises with
+    their key-share locks; SQLite runs one writer at a time anyway (the clause is not rendered there)."""
+    user = await session.scalar(
+        select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    )
+    assert user is not None  # the caller was resolved from this row a moment ago
+    return user
 
 
 async def _end_sessions_over_cap(
     session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, keep: uuid.UUID, now: datetime
 ) -> list[uuid.UUID]:
     """At most MAX_SESSIONS_PER_USER live sessions (``keep``, the new one, among them): the least recently
-    used of the others end. Call under ``_lock_user``."""
+    used of the others end. Call under ``lock_user``."""
     others = (
         select(AuthSession.id)
         .where(
@@ -153,8 +157,8 @@ async def start_session(
     session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo, aal: Aal = Aal.AAL1
 ) -> IssuedTokens:
     """A new session of ``user``; beyond MAX_SESSIONS_PER_USER live ones, the least recently used ends (two
-    logins racing cannot both keep theirs over the cap: they run one after the other, ``_lock_user``)."""
-    await _lock_user(session, user.id)
+    logins racing cannot both keep theirs over the cap: they run one after the other, ``lock_user``)."""
+    await lock_user(session, user.id)
     now = utcnow()
     auth_session = AuthSession(
         user_id=user.id,

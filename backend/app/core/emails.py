@@ -1,6 +1,6 @@
 """The one normal form of an email address: what is stored, compared, looked up and rate-limited.
 
-``normalize_email`` is the whole rule, used by the ``Email`` schema type (app/auth/schemas.py), by every
+``normalize_email`` is the whole rule, used by the ``Email`` schema type (app/core/schemas.py), by every
 lookup and insert of an address (app/users/service.py), by the per-email rate-limit keys
 (app/core/rate_limit.py), and for addresses that arrive from elsewhere (Supabase tokens, settings). Two
 spellings of one address (``Victim@EXAMPLE.COM`` in full-width letters, ``victim@example.com``) meet in one
