@@ -22,6 +22,7 @@ from app.core.errors import install_error_handlers
 from app.core.heap import settle_heap
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.openapi import install_openapi
 from app.core.rate_limit import RateLimiter, RateLimitMiddleware
 from app.core.routing import include_flat
 from app.core.settings import ConfigurationError, Settings, get_settings
@@ -100,4 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_flat(app, health_router)  # flat route lists: app/core/routing.py
     for router in API_ROUTERS:
         include_flat(app, router, prefix=settings.API_V1_PREFIX)
+    install_openapi(app, settings.API_V1_PREFIX)  # every operation's error answers, from the code (core/raises.py)
     return app

@@ -32,6 +32,7 @@ from sqlalchemy.pool import NullPool
 from app.core.db import Base
 from app.core.settings import Settings
 from app.main import create_app
+from tests.documented import check_answer
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
@@ -162,8 +163,16 @@ async def _clean_database(app: FastAPI) -> AsyncIterator[None]:
 
 
 def client_for(application: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    """A client of the app; every error answer it gets is checked against the app's OpenAPI document
+    (tests/documented.py: an undocumented status or code fails the test)."""
     transport = httpx.ASGITransport(app=application, client=kwargs.pop("client_addr", ("127.0.0.1", 50000)))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver", **kwargs)
+
+    async def documented_answer(response: httpx.Response) -> None:
+        await check_answer(application, response)
+
+    hooks = kwargs.pop("event_hooks", {})
+    hooks = {**hooks, "response": [*hooks.get("response", []), documented_answer]}
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks, **kwargs)
 
 
 @pytest_asyncio.fixture

@@ -20,6 +20,8 @@ export type Schemas = components["schemas"];
 export type TokenPair = Schemas["TokenPair"];
 export type ErrorRead = Schemas["ErrorRead"];
 export type ValidationErrorBody = Schemas["HTTPValidationError"];
+/** Every `code` an error answer can carry (each operation's answers narrow it to that operation's own). */
+export type ErrorCode = Schemas["ErrorCode"];
 
 export const API_PREFIX = "/api/v1";
 
@@ -64,15 +66,24 @@ export function webStorage(storage: Pick<Storage, "getItem" | "setItem" | "remov
   };
 }
 
-/** An error answer: `status` and the API's machine-readable `code` (`validation_error` for a 422). */
+/**
+ * An error answer: `status` and the API's machine-readable `code` (`validation_error` for a 422), typed as the
+ * union of every code, so that `error.code === "emial_taken"` does not compile. `http_<status>` when the body
+ * carried no code (a proxy's answer, say).
+ */
 export class ApiError extends Error {
   readonly status: number;
-  readonly code: string;
+  readonly code: ErrorCode | `http_${number}`;
   readonly detail: unknown;
 
   constructor(status: number, body: unknown) {
     const record = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
-    const code = typeof record.code === "string" ? record.code : status === 422 ? "validation_error" : `http_${status}`;
+    const code =
+      typeof record.code === "string"
+        ? (record.code as ErrorCode)
+        : status === 422
+          ? "validation_error"
+          : (`http_${status}` as const);
     const detail = record.detail ?? body;
     super(typeof detail === "string" ? `${status} ${code}: ${detail}` : `${status} ${code}`);
     this.name = "ApiError";

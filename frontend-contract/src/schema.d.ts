@@ -935,6 +935,85 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * Accepted
+         * @description A 202 answer: the request is taken; what follows happens later (a mail, say).
+         */
+        Accepted: {
+            /**
+             * Status
+             * @constant
+             */
+            status: "accepted";
+        };
+        /**
+         * AccountExistsError
+         * @description An account with this email already exists.
+         */
+        AccountExistsError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminAuditEventsList401Error
+         * @description Unauthorized (401).
+         */
+        AdminAuditEventsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminAuditEventsList403Error
+         * @description Forbidden (403).
+         */
+        AdminAuditEventsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminAuditEventsList503Error
+         * @description Service Unavailable (503).
+         */
+        AdminAuditEventsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** AdminOrgRead */
         AdminOrgRead: {
             /**
@@ -954,10 +1033,111 @@ export interface components {
             /** Slug */
             slug: string;
         };
+        /**
+         * AdminOrganizationsDelete401Error
+         * @description Unauthorized (401).
+         */
+        AdminOrganizationsDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminOrganizationsDelete403Error
+         * @description Forbidden (403).
+         */
+        AdminOrganizationsDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminOrganizationsDelete503Error
+         * @description Service Unavailable (503).
+         */
+        AdminOrganizationsDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminOrganizationsList401Error
+         * @description Unauthorized (401).
+         */
+        AdminOrganizationsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminOrganizationsList403Error
+         * @description Forbidden (403).
+         */
+        AdminOrganizationsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminOrganizationsList503Error
+         * @description Service Unavailable (503).
+         */
+        AdminOrganizationsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** AdminUserDetail */
         AdminUserDetail: {
-            /** Auth Provider */
-            auth_provider: string;
+            auth_provider: components["schemas"]["AuthProvider"];
             /**
              * Balance
              * @description The user's credit balance (0 without a profile).
@@ -1017,8 +1197,7 @@ export interface components {
         };
         /** AdminUserRead */
         AdminUserRead: {
-            /** Auth Provider */
-            auth_provider: string;
+            auth_provider: components["schemas"]["AuthProvider"];
             /**
              * Created At
              * Format: date-time
@@ -1059,6 +1238,465 @@ export interface components {
             /** Is Superuser */
             is_superuser?: boolean | null;
         };
+        /**
+         * AdminUsersCreditsAdjust401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersCreditsAdjust401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersCreditsAdjust403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersCreditsAdjust403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersCreditsAdjust404Error
+         * @description Not Found (404).
+         */
+        AdminUsersCreditsAdjust404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "profile_not_found" | "user_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersCreditsAdjust409Error
+         * @description Conflict (409).
+         */
+        AdminUsersCreditsAdjust409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "balance_limit_exceeded";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersCreditsAdjust503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersCreditsAdjust503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersDelete401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersDelete403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersDelete404Error
+         * @description Not Found (404).
+         */
+        AdminUsersDelete404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "org_not_found" | "user_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersDelete409Error
+         * @description Conflict (409).
+         */
+        AdminUsersDelete409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "last_superuser" | "sole_owner";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersDelete503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersGet401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersGet401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersGet403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersGet403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersGet503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersGet503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersList401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersList403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersList503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsDelete401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersSessionsDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsDelete403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersSessionsDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsDelete503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersSessionsDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsList401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersSessionsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsList403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersSessionsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersSessionsList503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersSessionsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersUpdate401Error
+         * @description Unauthorized (401).
+         */
+        AdminUsersUpdate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersUpdate403Error
+         * @description Forbidden (403).
+         */
+        AdminUsersUpdate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "forbidden" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersUpdate409Error
+         * @description Conflict (409).
+         */
+        AdminUsersUpdate409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "last_superuser";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AdminUsersUpdate503Error
+         * @description Service Unavailable (503).
+         */
+        AdminUsersUpdate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AnonymousUserError
+         * @description Anonymous users are not allowed.
+         */
+        AnonymousUserError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** AuditEventRead */
         AuditEventRead: {
             /** Action */
@@ -1085,6 +1723,487 @@ export interface components {
             org_id: string | null;
             /** Subject User Id */
             subject_user_id: string | null;
+        };
+        /**
+         * AuthLogin401Error
+         * @description Unauthorized (401).
+         */
+        AuthLogin401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_credentials";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogout401Error
+         * @description Unauthorized (401).
+         */
+        AuthLogout401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_refresh_token" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogout403Error
+         * @description Forbidden (403).
+         */
+        AuthLogout403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "csrf_failed";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogout503Error
+         * @description Service Unavailable (503).
+         */
+        AuthLogout503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogoutAll401Error
+         * @description Unauthorized (401).
+         */
+        AuthLogoutAll401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogoutAll503Error
+         * @description Service Unavailable (503).
+         */
+        AuthLogoutAll503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpConfirm400Error
+         * @description Bad Request (400).
+         */
+        AuthMfaTotpConfirm400Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_code" | "mfa_not_enrolled" | "not_own_session";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpConfirm401Error
+         * @description Unauthorized (401).
+         */
+        AuthMfaTotpConfirm401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpConfirm409Error
+         * @description Conflict (409).
+         */
+        AuthMfaTotpConfirm409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "mfa_already_enabled";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpConfirm503Error
+         * @description Service Unavailable (503).
+         */
+        AuthMfaTotpConfirm503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpDisable400Error
+         * @description Bad Request (400).
+         */
+        AuthMfaTotpDisable400Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_code" | "mfa_not_enabled" | "not_own_session";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpDisable401Error
+         * @description Unauthorized (401).
+         */
+        AuthMfaTotpDisable401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpDisable503Error
+         * @description Service Unavailable (503).
+         */
+        AuthMfaTotpDisable503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpEnroll400Error
+         * @description Bad Request (400).
+         */
+        AuthMfaTotpEnroll400Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_password" | "not_own_session";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpEnroll401Error
+         * @description Unauthorized (401).
+         */
+        AuthMfaTotpEnroll401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpEnroll409Error
+         * @description Conflict (409).
+         */
+        AuthMfaTotpEnroll409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "mfa_already_enabled";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpEnroll503Error
+         * @description Service Unavailable (503).
+         */
+        AuthMfaTotpEnroll503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaVerify401Error
+         * @description Unauthorized (401).
+         */
+        AuthMfaVerify401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_code" | "mfa_token_invalid";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthPasswordChange401Error
+         * @description Unauthorized (401).
+         */
+        AuthPasswordChange401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthPasswordChange503Error
+         * @description Service Unavailable (503).
+         */
+        AuthPasswordChange503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthProvider
+         * @enum {string}
+         */
+        AuthProvider: "local" | "supabase";
+        /**
+         * AuthRefresh401Error
+         * @description Unauthorized (401).
+         */
+        AuthRefresh401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_refresh_token" | "refresh_token_expired" | "refresh_token_reused" | "session_revoked";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsDelete401Error
+         * @description Unauthorized (401).
+         */
+        AuthSessionsDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsDelete503Error
+         * @description Service Unavailable (503).
+         */
+        AuthSessionsDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsList401Error
+         * @description Unauthorized (401).
+         */
+        AuthSessionsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsList503Error
+         * @description Service Unavailable (503).
+         */
+        AuthSessionsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthToken401Error
+         * @description Unauthorized (401).
+         */
+        AuthToken401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_credentials";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthVerifyEmailRequest401Error
+         * @description Unauthorized (401).
+         */
+        AuthVerifyEmailRequest401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthVerifyEmailRequest503Error
+         * @description Service Unavailable (503).
+         */
+        AuthVerifyEmailRequest503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** Body_auth-token */
         "Body_auth-token": {
@@ -1159,6 +2278,159 @@ export interface components {
             /** Reason */
             reason: string;
         };
+        /**
+         * CreditsBalance401Error
+         * @description Unauthorized (401).
+         */
+        CreditsBalance401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsBalance503Error
+         * @description Service Unavailable (503).
+         */
+        CreditsBalance503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsSpend401Error
+         * @description Unauthorized (401).
+         */
+        CreditsSpend401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsSpend409Error
+         * @description Conflict (409).
+         */
+        CreditsSpend409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "idempotency_key_reused";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsSpend503Error
+         * @description Service Unavailable (503).
+         */
+        CreditsSpend503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsTransactionsList401Error
+         * @description Unauthorized (401).
+         */
+        CreditsTransactionsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsTransactionsList503Error
+         * @description Service Unavailable (503).
+         */
+        CreditsTransactionsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CsrfFailedError
+         * @description The CSRF check failed.
+         */
+        CsrfFailedError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "csrf_failed";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * DatabaseUnavailableError
+         * @description The database is unavailable; try again shortly.
+         */
+        DatabaseUnavailableError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** EmailChangeConfirm */
         EmailChangeConfirm: {
             /** Token */
@@ -1175,15 +2447,39 @@ export interface components {
             email: string;
         };
         /**
+         * EmailTakenError
+         * @description An account with this email already exists.
+         */
+        EmailTakenError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "email_taken";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * Environment
+         * @enum {string}
+         */
+        Environment: "development" | "test" | "production";
+        /**
+         * ErrorCode
+         * @description Every `code` an error answer of this API can carry; each operation lists its own.
+         * @enum {string}
+         */
+        ErrorCode: "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
+        /**
          * ErrorRead
          * @description Every error answer except 422 (which keeps FastAPI's validation shape).
          */
         ErrorRead: {
-            /**
-             * Code
-             * @description Machine-readable reason, stable: branch on this. Each response lists the codes it can carry.
-             */
-            code: string;
+            code: components["schemas"]["ErrorCode"];
             /**
              * Detail
              * @description Human-readable explanation; may change, do not match on it.
@@ -1192,8 +2488,14 @@ export interface components {
         };
         /** HTTPValidationError */
         HTTPValidationError: {
+            /**
+             * Code
+             * @description `validation_error` (see `detail`: each item's `loc` names the field), `invalid_json`.
+             * @enum {string}
+             */
+            code: "invalid_json" | "validation_error";
             /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
+            detail: components["schemas"]["ValidationError"][];
         };
         /** HealthRead */
         HealthRead: {
@@ -1202,8 +2504,7 @@ export interface components {
              * @enum {string}
              */
             database: "ok" | "error";
-            /** Environment */
-            environment: string;
+            environment: components["schemas"]["Environment"];
             /**
              * Status
              * @enum {string}
@@ -1216,6 +2517,57 @@ export interface components {
             timestamp: string;
             /** Version */
             version: string;
+        };
+        /**
+         * InsufficientCreditsError
+         * @description Not enough credits.
+         */
+        InsufficientCreditsError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "insufficient_credits";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * InvalidPasswordError
+         * @description The current password is incorrect.
+         */
+        InvalidPasswordError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_password";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * InvalidTokenError
+         * @description The token is invalid, expired or already used.
+         */
+        InvalidTokenError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invalid_token";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** InvitationAccept */
         InvitationAccept: {
@@ -1260,6 +2612,23 @@ export interface components {
              */
             token: string;
         };
+        /**
+         * InvitationNotFoundError
+         * @description The invitation is unknown, expired, revoked or already accepted.
+         */
+        InvitationNotFoundError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invitation_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** InvitationRead */
         InvitationRead: {
             /**
@@ -1282,6 +2651,74 @@ export interface components {
             /** Invited By */
             invited_by: string | null;
             role: components["schemas"]["OrgRole"];
+        };
+        /**
+         * InvitationsAccept401Error
+         * @description Unauthorized (401).
+         */
+        InvitationsAccept401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * InvitationsAccept403Error
+         * @description Forbidden (403).
+         */
+        InvitationsAccept403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "invitation_email_mismatch";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * InvitationsAccept409Error
+         * @description Conflict (409).
+         */
+        InvitationsAccept409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "already_member";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * InvitationsAccept503Error
+         * @description Service Unavailable (503).
+         */
+        InvitationsAccept503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** LiveRead */
         LiveRead: {
@@ -1395,6 +2832,23 @@ export interface components {
             /** Recovery Code */
             recovery_code?: string | null;
         };
+        /**
+         * NotOwnSessionError
+         * @description This endpoint is for sessions of this API's own accounts.
+         */
+        NotOwnSessionError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "not_own_session";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** OrgCreate */
         OrgCreate: {
             /** Name */
@@ -1404,6 +2858,23 @@ export interface components {
              * @description Generated from the name when absent.
              */
             slug?: string | null;
+        };
+        /**
+         * OrgNotFoundError
+         * @description Organization not found.
+         */
+        OrgNotFoundError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** OrgRead */
         OrgRead: {
@@ -1450,6 +2921,890 @@ export interface components {
             require_mfa?: boolean | null;
             /** Slug */
             slug?: string | null;
+        };
+        /**
+         * OrgsAuditEventsList401Error
+         * @description Unauthorized (401).
+         */
+        OrgsAuditEventsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsAuditEventsList403Error
+         * @description Forbidden (403).
+         */
+        OrgsAuditEventsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsAuditEventsList503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsAuditEventsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsCreate401Error
+         * @description Unauthorized (401).
+         */
+        OrgsCreate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsCreate409Error
+         * @description Conflict (409).
+         */
+        OrgsCreate409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "slug_taken";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsCreate503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsCreate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsDelete401Error
+         * @description Unauthorized (401).
+         */
+        OrgsDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsDelete403Error
+         * @description Forbidden (403).
+         */
+        OrgsDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsDelete503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsGet401Error
+         * @description Unauthorized (401).
+         */
+        OrgsGet401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsGet403Error
+         * @description Forbidden (403).
+         */
+        OrgsGet403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsGet503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsGet503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsCreate401Error
+         * @description Unauthorized (401).
+         */
+        OrgsInvitationsCreate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsCreate403Error
+         * @description Forbidden (403).
+         */
+        OrgsInvitationsCreate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsCreate409Error
+         * @description Conflict (409).
+         */
+        OrgsInvitationsCreate409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "already_member";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsCreate503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsInvitationsCreate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsList401Error
+         * @description Unauthorized (401).
+         */
+        OrgsInvitationsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsList403Error
+         * @description Forbidden (403).
+         */
+        OrgsInvitationsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsList503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsInvitationsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsRevoke401Error
+         * @description Unauthorized (401).
+         */
+        OrgsInvitationsRevoke401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsRevoke403Error
+         * @description Forbidden (403).
+         */
+        OrgsInvitationsRevoke403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsRevoke404Error
+         * @description Not Found (404).
+         */
+        OrgsInvitationsRevoke404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "invitation_not_found" | "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsInvitationsRevoke503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsInvitationsRevoke503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsList401Error
+         * @description Unauthorized (401).
+         */
+        OrgsList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsList503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersAdd401Error
+         * @description Unauthorized (401).
+         */
+        OrgsMembersAdd401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersAdd403Error
+         * @description Forbidden (403).
+         */
+        OrgsMembersAdd403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersAdd404Error
+         * @description Not Found (404).
+         */
+        OrgsMembersAdd404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "org_not_found" | "user_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersAdd409Error
+         * @description Conflict (409).
+         */
+        OrgsMembersAdd409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "already_member";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersAdd503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsMembersAdd503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersList401Error
+         * @description Unauthorized (401).
+         */
+        OrgsMembersList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersList403Error
+         * @description Forbidden (403).
+         */
+        OrgsMembersList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersList503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsMembersList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersRemove401Error
+         * @description Unauthorized (401).
+         */
+        OrgsMembersRemove401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersRemove403Error
+         * @description Forbidden (403).
+         */
+        OrgsMembersRemove403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersRemove404Error
+         * @description Not Found (404).
+         */
+        OrgsMembersRemove404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "member_not_found" | "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersRemove409Error
+         * @description Conflict (409).
+         */
+        OrgsMembersRemove409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "last_owner";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersRemove503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsMembersRemove503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersUpdate401Error
+         * @description Unauthorized (401).
+         */
+        OrgsMembersUpdate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersUpdate403Error
+         * @description Forbidden (403).
+         */
+        OrgsMembersUpdate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersUpdate404Error
+         * @description Not Found (404).
+         */
+        OrgsMembersUpdate404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "member_not_found" | "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersUpdate409Error
+         * @description Conflict (409).
+         */
+        OrgsMembersUpdate409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "last_owner";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsMembersUpdate503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsMembersUpdate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsTransferOwnership401Error
+         * @description Unauthorized (401).
+         */
+        OrgsTransferOwnership401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsTransferOwnership403Error
+         * @description Forbidden (403).
+         */
+        OrgsTransferOwnership403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsTransferOwnership404Error
+         * @description Not Found (404).
+         */
+        OrgsTransferOwnership404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "member_not_found" | "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsTransferOwnership409Error
+         * @description Conflict (409).
+         */
+        OrgsTransferOwnership409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "already_owner";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsTransferOwnership503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsTransferOwnership503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsUpdate401Error
+         * @description Unauthorized (401).
+         */
+        OrgsUpdate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsUpdate403Error
+         * @description Forbidden (403).
+         */
+        OrgsUpdate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsUpdate409Error
+         * @description Conflict (409).
+         */
+        OrgsUpdate409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "slug_taken";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsUpdate503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsUpdate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** Page[AdminOrgRead] */
         Page_AdminOrgRead_: {
@@ -1543,12 +3898,18 @@ export interface components {
         PasswordChangeRequest: {
             /** Current Password */
             current_password: string;
-            /** New Password */
+            /**
+             * New Password
+             * @description 8..128 characters, not only spaces, not a common password, not the email.
+             */
             new_password: string;
         };
         /** PasswordResetConfirm */
         PasswordResetConfirm: {
-            /** New Password */
+            /**
+             * New Password
+             * @description 8..128 characters, not only spaces, not a common password, not the email.
+             */
             new_password: string;
             /** Token */
             token: string;
@@ -1561,10 +3922,112 @@ export interface components {
              */
             email: string;
         };
+        /**
+         * PayloadTooLargeError
+         * @description The request body is too large.
+         */
+        PayloadTooLargeError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "payload_too_large";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** ProfileCreate */
         ProfileCreate: {
             /** Full Name */
             full_name?: string | null;
+        };
+        /**
+         * ProfileCreate401Error
+         * @description Unauthorized (401).
+         */
+        ProfileCreate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileCreate503Error
+         * @description Service Unavailable (503).
+         */
+        ProfileCreate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileGet401Error
+         * @description Unauthorized (401).
+         */
+        ProfileGet401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileGet503Error
+         * @description Service Unavailable (503).
+         */
+        ProfileGet503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileNotFoundError
+         * @description No profile exists yet; create it with POST /profile.
+         */
+        ProfileNotFoundError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "profile_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** ProfileRead */
         ProfileRead: {
@@ -1597,6 +4060,57 @@ export interface components {
             /** Full Name */
             full_name?: string | null;
         };
+        /**
+         * ProfileUpdate401Error
+         * @description Unauthorized (401).
+         */
+        ProfileUpdate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileUpdate503Error
+         * @description Service Unavailable (503).
+         */
+        ProfileUpdate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * RateLimitedError
+         * @description Too many requests.
+         */
+        RateLimitedError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "rate_limited";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** RecoveryCodes */
         RecoveryCodes: {
             /**
@@ -1619,8 +4133,28 @@ export interface components {
             email: string;
             /** Full Name */
             full_name?: string | null;
-            /** Password */
+            /**
+             * Password
+             * @description 8..128 characters, not only spaces, not a common password, not the email.
+             */
             password: string;
+        };
+        /**
+         * SessionNotFoundError
+         * @description Session not found.
+         */
+        SessionNotFoundError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "session_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
         };
         /** SessionRead */
         SessionRead: {
@@ -1720,6 +4254,23 @@ export interface components {
              */
             user_id: string;
         };
+        /**
+         * UnsupportedMediaTypeError
+         * @description Send the body as JSON (Content-Type: application/json).
+         */
+        UnsupportedMediaTypeError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "unsupported_media_type";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** UserMe */
         UserMe: {
             /**
@@ -1728,8 +4279,7 @@ export interface components {
              * @enum {string}
              */
             aal: "aal1" | "aal2";
-            /** Auth Provider */
-            auth_provider: string;
+            auth_provider: components["schemas"]["AuthProvider"];
             /**
              * Created At
              * Format: date-time
@@ -1756,10 +4306,26 @@ export interface components {
              */
             mfa_enabled: boolean;
         };
+        /**
+         * UserNotFoundError
+         * @description User not found.
+         */
+        UserNotFoundError: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "user_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** UserRead */
         UserRead: {
-            /** Auth Provider */
-            auth_provider: string;
+            auth_provider: components["schemas"]["AuthProvider"];
             /**
              * Created At
              * Format: date-time
@@ -1794,6 +4360,176 @@ export interface components {
             /** Full Name */
             full_name?: string | null;
         };
+        /**
+         * UsersMeEmailChange401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeEmailChange401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailChange409Error
+         * @description Conflict (409).
+         */
+        UsersMeEmailChange409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "email_taken" | "managed_by_supabase";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailChange503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeEmailChange503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailConfirm401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeEmailConfirm401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailConfirm409Error
+         * @description Conflict (409).
+         */
+        UsersMeEmailConfirm409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "email_taken";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailConfirm503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeEmailConfirm503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeGet401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeGet401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeGet503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeGet503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeUpdate401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeUpdate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeUpdate503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeUpdate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
         /** ValidationError */
         ValidationError: {
             /** Context */
@@ -1816,7 +4552,16 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description Seconds to wait before trying again. */
+        "Retry-After": number;
+        /** @description The authentication scheme to use (`Bearer`). */
+        "WWW-Authenticate": string;
+        /** @description Requests allowed in the current window of the tightest limit (absent when limits are off). */
+        "X-RateLimit-Limit": number;
+        /** @description Requests left in that window. */
+        "X-RateLimit-Remaining": number;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -1841,31 +4586,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminAuditEventsList401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminAuditEventsList403Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1874,13 +4631,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminAuditEventsList503Error"];
                 };
             };
         };
@@ -1902,31 +4672,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_AdminOrgRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminOrganizationsList401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminOrganizationsList403Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1935,13 +4717,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminOrganizationsList503Error"];
                 };
             };
         };
@@ -1960,38 +4755,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminOrganizationsDelete401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminOrganizationsDelete403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2000,13 +4807,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminOrganizationsDelete503Error"];
                 };
             };
         };
@@ -2030,31 +4850,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_AdminUserRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersList401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersList403Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2063,13 +4895,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersList503Error"];
                 };
             };
         };
@@ -2088,40 +4933,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["AdminUserDetail"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersGet401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersGet403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UserNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2130,13 +4987,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersGet503Error"];
                 };
             };
         };
@@ -2158,47 +5028,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersDelete401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersDelete403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found`, `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersDelete404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `last_superuser`, `sole_owner` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersDelete409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2207,13 +5080,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersDelete503Error"];
                 };
             };
         };
@@ -2236,49 +5122,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["AdminUserRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersUpdate401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersUpdate403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UserNotFoundError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `last_superuser` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersUpdate409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2287,13 +5194,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersUpdate503Error"];
                 };
             };
         };
@@ -2316,58 +5236,79 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersCreditsAdjust401Error"];
                 };
             };
-            /** @description Not enough credits */
+            /** @description Payment Required. `code`: `insufficient_credits` */
             402: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InsufficientCreditsError"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersCreditsAdjust403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `profile_not_found`, `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersCreditsAdjust404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `balance_limit_exceeded` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersCreditsAdjust409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2376,13 +5317,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersCreditsAdjust503Error"];
                 };
             };
         };
@@ -2401,40 +5355,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SessionRead"][];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersSessionsList401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersSessionsList403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UserNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2443,13 +5409,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersSessionsList503Error"];
                 };
             };
         };
@@ -2468,38 +5447,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersSessionsDelete401Error"];
                 };
             };
-            /** @description Not allowed. `code`: `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AdminUsersSessionsDelete403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UserNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2508,13 +5499,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUsersSessionsDelete503Error"];
                 };
             };
         };
@@ -2535,22 +5539,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TokenPair"] | components["schemas"]["MfaChallengeRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_credentials` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthLogin401Error"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2559,13 +5584,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -2586,38 +5624,77 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Bad request */
+            /** @description Bad Request. `code`: `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_refresh_token`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthLogout401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `csrf_failed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthLogout403Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Not Found. `code`: `session_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionNotFoundError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2626,13 +5703,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthLogout503Error"];
                 };
             };
         };
@@ -2649,26 +5739,60 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthLogoutAll401Error"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
-            429: {
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthLogoutAll503Error"];
                 };
             };
         };
@@ -2689,29 +5813,68 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Bad request. `code`: `invalid_code`, `mfa_not_enabled`, `not_own_session` */
+            /** @description Bad Request. `code`: `invalid_code`, `mfa_not_enabled`, `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthMfaTotpDisable400Error"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpDisable401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2720,13 +5883,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpDisable503Error"];
                 };
             };
         };
@@ -2747,40 +5923,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["RecoveryCodes"];
                 };
             };
-            /** @description Bad request. `code`: `invalid_code`, `mfa_not_enrolled`, `not_own_session` */
+            /** @description Bad Request. `code`: `invalid_code`, `mfa_not_enrolled`, `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthMfaTotpConfirm400Error"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpConfirm401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Conflict. `code`: `mfa_already_enabled` */
+            /** @description Conflict. `code`: `account_exists`, `mfa_already_enabled` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthMfaTotpConfirm409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2789,13 +5995,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpConfirm503Error"];
                 };
             };
         };
@@ -2816,40 +6035,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TotpEnrollment"];
                 };
             };
-            /** @description Bad request. `code`: `invalid_password`, `not_own_session` */
+            /** @description Bad Request. `code`: `invalid_password`, `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthMfaTotpEnroll400Error"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpEnroll401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Conflict. `code`: `mfa_already_enabled` */
+            /** @description Conflict. `code`: `account_exists`, `mfa_already_enabled` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthMfaTotpEnroll409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2858,13 +6107,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaTotpEnroll503Error"];
                 };
             };
         };
@@ -2885,22 +6147,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TokenPair"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: `invalid_code`, `mfa_token_invalid` */
+            /** @description Unauthorized. `code`: `invalid_code`, `mfa_token_invalid` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMfaVerify401Error"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2909,13 +6192,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -2936,29 +6232,68 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Bad request */
+            /** @description Bad Request. `code`: `invalid_password` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvalidPasswordError"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthPasswordChange401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2967,13 +6302,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthPasswordChange503Error"];
                 };
             };
         };
@@ -2994,20 +6342,40 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Bad request */
+            /** @description Bad Request. `code`: `invalid_token` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvalidTokenError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3016,13 +6384,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3043,13 +6424,33 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3058,13 +6459,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3085,31 +6499,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TokenPair"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_refresh_token`, `refresh_token_expired`, `refresh_token_reused`, `session_revoked` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthRefresh401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `csrf_failed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["CsrfFailedError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3118,13 +6553,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3145,22 +6593,42 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `email_taken` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["EmailTakenError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3169,13 +6637,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3195,31 +6676,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_SessionRead_"];
                 };
             };
-            /** @description Bad request. `code`: `not_own_session` */
+            /** @description Bad Request. `code`: `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthSessionsList401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3228,13 +6730,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthSessionsList503Error"];
                 };
             };
         };
@@ -3253,38 +6768,59 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Bad request. `code`: `not_own_session` */
+            /** @description Bad Request. `code`: `not_own_session` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthSessionsDelete401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `session_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["SessionNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3293,13 +6829,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthSessionsDelete503Error"];
                 };
             };
         };
@@ -3320,22 +6869,34 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TokenPair"] | components["schemas"]["MfaChallengeRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_credentials` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthToken401Error"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3344,13 +6905,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3371,22 +6945,42 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Bad request */
+            /** @description Bad Request. `code`: `invalid_token` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvalidTokenError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3395,13 +6989,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatabaseUnavailableError"];
                 };
             };
         };
@@ -3418,28 +7025,62 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AuthVerifyEmailRequest401Error"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
-            429: {
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthVerifyEmailRequest503Error"];
                 };
             };
         };
@@ -3456,28 +7097,62 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CreditBalanceRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["CreditsBalance401Error"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
-            429: {
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditsBalance503Error"];
                 };
             };
         };
@@ -3501,40 +7176,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["CreditsSpend401Error"];
                 };
             };
-            /** @description Not enough credits */
+            /** @description Payment Required. `code`: `insufficient_credits` */
             402: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InsufficientCreditsError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists`, `idempotency_key_reused` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["CreditsSpend409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3543,13 +7248,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditsSpend503Error"];
                 };
             };
         };
@@ -3569,22 +7287,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_CreditTransactionRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditsTransactionsList401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3593,13 +7332,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditsTransactionsList503Error"];
                 };
             };
         };
@@ -3620,49 +7372,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MembershipRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvitationsAccept401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `invitation_email_mismatch` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvitationsAccept403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `invitation_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvitationNotFoundError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `already_member` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvitationsAccept409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3671,13 +7444,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvitationsAccept503Error"];
                 };
             };
         };
@@ -3697,22 +7483,43 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_OrgRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsList401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3721,13 +7528,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsList503Error"];
                 };
             };
         };
@@ -3748,31 +7568,61 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsCreate401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `slug_taken` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsCreate409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3781,13 +7631,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsCreate503Error"];
                 };
             };
         };
@@ -3806,31 +7669,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsGet401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsGet403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3839,13 +7723,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsGet503Error"];
                 };
             };
         };
@@ -3864,38 +7761,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsDelete401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsDelete403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3904,13 +7813,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsDelete503Error"];
                 };
             };
         };
@@ -3933,49 +7855,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsUpdate401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsUpdate403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `slug_taken` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsUpdate409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3984,13 +7927,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsUpdate503Error"];
                 };
             };
         };
@@ -4012,40 +7968,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsAuditEventsList401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsAuditEventsList403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4054,13 +8022,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsAuditEventsList503Error"];
                 };
             };
         };
@@ -4082,40 +8063,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_InvitationRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsList401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsList403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4124,13 +8117,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsInvitationsList503Error"];
                 };
             };
         };
@@ -4153,49 +8159,70 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["InvitationCreated"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsCreate401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsCreate403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `already_member` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsCreate409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4204,13 +8231,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsInvitationsCreate503Error"];
                 };
             };
         };
@@ -4230,38 +8270,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsRevoke401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsRevoke403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `invitation_not_found`, `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsInvitationsRevoke404Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4270,13 +8322,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsInvitationsRevoke503Error"];
                 };
             };
         };
@@ -4298,31 +8363,52 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Page_MemberRead_"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsMembersList401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersList403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4331,13 +8417,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsMembersList503Error"];
                 };
             };
         };
@@ -4360,49 +8459,70 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersAdd401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersAdd403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `org_not_found`, `user_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersAdd404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `already_member` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersAdd409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4411,13 +8531,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsMembersAdd503Error"];
                 };
             };
         };
@@ -4437,47 +8570,50 @@ export interface operations {
             /** @description Successful Response */
             204: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersRemove401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersRemove403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `member_not_found`, `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersRemove404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `last_owner` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersRemove409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Entity. `code`: `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4486,13 +8622,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsMembersRemove503Error"];
                 };
             };
         };
@@ -4516,49 +8665,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersUpdate401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersUpdate403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `member_not_found`, `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersUpdate404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `last_owner` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsMembersUpdate409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4567,13 +8737,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsMembersUpdate503Error"];
                 };
             };
         };
@@ -4596,49 +8779,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsTransferOwnership401Error"];
                 };
             };
-            /** @description Not allowed */
+            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsTransferOwnership403Error"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `member_not_found`, `org_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsTransferOwnership404Error"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `already_owner` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["OrgsTransferOwnership409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4647,13 +8851,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsTransferOwnership503Error"];
                 };
             };
         };
@@ -4670,37 +8887,71 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileGet401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `profile_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["ProfileNotFoundError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
-            429: {
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileGet503Error"];
                 };
             };
         };
@@ -4721,31 +8972,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileUpdate401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Not found, or not visible to the caller */
+            /** @description Not Found. `code`: `profile_not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["ProfileNotFoundError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4754,13 +9044,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileUpdate503Error"];
                 };
             };
         };
@@ -4781,6 +9084,8 @@ export interface operations {
             /** @description The profile already existed */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4790,22 +9095,61 @@ export interface operations {
             /** @description Successful Response */
             201: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileCreate401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4814,13 +9158,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProfileCreate503Error"];
                 };
             };
         };
@@ -4837,28 +9194,62 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserMe"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UsersMeGet401Error"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
-            429: {
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeGet503Error"];
                 };
             };
         };
@@ -4879,22 +9270,61 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeUpdate401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4903,13 +9333,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeUpdate503Error"];
                 };
             };
         };
@@ -4930,31 +9373,61 @@ export interface operations {
             /** @description Successful Response */
             202: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeEmailChange401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `email_taken`, `managed_by_supabase` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UsersMeEmailChange409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4963,13 +9436,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeEmailChange503Error"];
                 };
             };
         };
@@ -4990,40 +9476,70 @@ export interface operations {
             /** @description Successful Response */
             200: {
                 headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Bad request */
+            /** @description Bad Request. `code`: `invalid_token` */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["InvalidTokenError"];
                 };
             };
-            /** @description Not authenticated (missing, invalid, expired or revoked credentials). `code`: for example `not_authenticated`, `invalid_token`, `token_expired`, `session_revoked`, `inactive_user` */
+            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeEmailConfirm401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["AnonymousUserError"];
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict. `code`: `account_exists`, `email_taken` */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["UsersMeEmailConfirm409Error"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5032,13 +9548,26 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Rate limited (see the Retry-After header). `code`: `rate_limited` */
+            /** @description Too Many Requests. `code`: `rate_limited` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorRead"];
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeEmailConfirm503Error"];
                 };
             };
         };
@@ -5058,7 +9587,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HealthRead"];
                 };
             };
             /** @description The database is unreachable */

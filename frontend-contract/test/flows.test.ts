@@ -108,6 +108,33 @@ describe("own accounts", () => {
     await rejects(signUp(client(), { email: "not-an-email", password: PASSWORD }), 422, "validation_error");
   });
 
+  test("typed error codes: a switch on result.error.code, as README.md shows", async () => {
+    const email = uniqueEmail("typed");
+    await signUp(client(), { email, password: PASSWORD });
+    const seen: string[] = [];
+    for (const password of [PASSWORD, "password123"]) {
+      const result = await client().api.POST("/api/v1/auth/register", { body: { email, password, full_name: null } });
+      assert.ok(result.error);
+      const error = result.error;
+      switch (error.code) {
+        case "email_taken":
+          seen.push(`email_taken: ${error.detail}`);
+          break;
+        case "validation_error": // narrowed to the validation body: detail is the list of field errors
+          for (const item of error.detail ?? []) seen.push(`${item.loc.join(".")}: ${item.msg}`);
+          break;
+        default:
+          seen.push(`unexpected ${error.code}`);
+      }
+      // @ts-expect-error: a misspelt code does not compile (no overlap with this operation's codes)
+      assert.notEqual(error.code === "emial_taken", true);
+    }
+    assert.deepEqual(seen, [
+      "email_taken: An account with this email already exists.",
+      "body.password: This password is too common.",
+    ]);
+  });
+
   test("a 401 refreshes once and retries the request", async () => {
     const counter = countingFetch();
     const { client: c, user } = await signedInUser("refresh", { fetch: counter.fetch });

@@ -14,12 +14,9 @@ from app.admin.search import EmailSample, email_sample
 from app.audit import service as audit_service
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import Superuser, current_superuser
-from app.auth.exceptions import MfaRequiredError
 from app.auth.schemas import SessionRead
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
-from app.core.errors import Forbidden
-from app.core.responses import responses
 from app.core.schemas import Page, PageDep
 from app.credits.schemas import CreditAdjust, CreditSpendRead, CreditTransactionRead
 
@@ -27,7 +24,6 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[Depends(current_superuser)],
-    responses=responses(401, Forbidden, MfaRequiredError),
 )
 
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: 422, not a database error
@@ -57,7 +53,7 @@ async def list_users(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/users/{user_id}", operation_id="admin-users-get", responses=responses(404))
+@router.get("/users/{user_id}", operation_id="admin-users-get")
 async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
     """A user with their organizations (and role in each) and their credit balance."""
     detail = await admin_service.get_user_detail(session, user_id)
@@ -69,7 +65,7 @@ async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
     )
 
 
-@router.patch("/users/{user_id}", operation_id="admin-users-update", responses=responses(404, 409))
+@router.patch("/users/{user_id}", operation_id="admin-users-update")
 async def update_user(
     user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, ctx: RequestContextDep, session: SessionDep
 ) -> AdminUserRead:
@@ -91,7 +87,6 @@ async def update_user(
     "/users/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="admin-users-delete",
-    responses=responses(404, 409),
 )
 async def delete_user(
     user_id: uuid.UUID,
@@ -105,7 +100,7 @@ async def delete_user(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/users/{user_id}/sessions", operation_id="admin-users-sessions-list", responses=responses(404))
+@router.get("/users/{user_id}/sessions", operation_id="admin-users-sessions-list")
 async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[SessionRead]:
     """The user's live sessions."""
     rows = await admin_service.list_user_sessions(session, user_id)
@@ -116,7 +111,6 @@ async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[Se
     "/users/{user_id}/sessions",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="admin-users-sessions-delete",
-    responses=responses(404),
 )
 async def revoke_user_sessions(
     user_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep
@@ -126,7 +120,7 @@ async def revoke_user_sessions(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/users/{user_id}/credits", operation_id="admin-users-credits-adjust", responses=responses(402, 404, 409))
+@router.post("/users/{user_id}/credits", operation_id="admin-users-credits-adjust")
 async def adjust_credits(
     user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, ctx: RequestContextDep, session: SessionDep
 ) -> CreditSpendRead:
@@ -159,7 +153,6 @@ async def list_organizations(session: SessionDep, page: PageDep, search: SearchQ
     "/organizations/{org_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="admin-organizations-delete",
-    responses=responses(404),
 )
 async def delete_organization(
     org_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep

@@ -1,11 +1,11 @@
 from app.core.errors import (
     BadRequest,
     Conflict,
+    FieldError,
     Forbidden,
     NotFound,
     ServiceUnavailable,
     Unauthenticated,
-    Unprocessable,
 )
 
 
@@ -77,8 +77,12 @@ class JwksUnavailableError(ServiceUnavailable):
     code, detail = "jwks_unavailable", "Supabase signing keys cannot be fetched right now."
 
 
-class WeakPasswordError(Unprocessable):
-    code, detail = "weak_password", "Password must not be the same as the email."
+class WeakPasswordError(FieldError):
+    """The new password equals the account's email (known only to the service): 422 under the field, like the
+    rules the schema checks."""
+
+    detail = "Password must not be the same as the email."
+    error_type = "password_policy"
 
 
 class MfaAlreadyEnabledError(Conflict):

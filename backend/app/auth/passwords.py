@@ -8,6 +8,7 @@ from pathlib import Path
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
+NON_SPACE_PATTERN = r"\S"  # at least one character that is not white space (JSON Schema patterns are unanchored)
 # bcrypt (still used to verify older hashes) cannot take more than 72 bytes; argon2 has no such limit,
 # and the verify path treats an over-long secret against a bcrypt hash as a mismatch.
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt.gz"

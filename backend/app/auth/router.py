@@ -17,16 +17,9 @@ from app.auth.dependencies import (
 )
 from app.auth.exceptions import (
     InvalidCredentialsError,
-    InvalidMfaCodeError,
-    InvalidMfaLoginCodeError,
     InvalidRefreshTokenError,
-    MfaAlreadyEnabledError,
-    MfaNotEnabledError,
-    MfaNotEnrolledError,
-    MfaTokenInvalidError,
     NotAuthenticatedError,
     NotOwnSessionError,
-    WrongPasswordError,
 )
 from app.auth.models import EmailTokenPurpose, RevokeReason
 from app.auth.schemas import (
@@ -52,8 +45,7 @@ from app.auth.schemas import (
 )
 from app.core.context import RequestContext, RequestContextDep
 from app.core.db import SessionDep
-from app.core.responses import responses
-from app.core.schemas import Page, PageDep
+from app.core.schemas import ACCEPTED, Accepted, Page, PageDep
 from app.core.settings import Settings, SettingsDep
 from app.users.schemas import UserRead
 
@@ -90,7 +82,6 @@ def _pair(tokens: auth_service.IssuedTokens, response: Response, settings: Setti
     "/register",
     status_code=status.HTTP_201_CREATED,
     operation_id="auth-register",
-    responses=responses(409, 422, 429),
 )
 async def register(
     body: RegisterRequest,
@@ -108,7 +99,7 @@ async def register(
     return UserRead.model_validate(user)
 
 
-@router.post("/login", operation_id="auth-login", responses=responses(401, 422, 429))
+@router.post("/login", operation_id="auth-login")
 async def login(
     body: LoginRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
 ) -> LoginAnswer:
@@ -122,7 +113,7 @@ async def login(
     return _login_answer(answer, response, settings)
 
 
-@router.post("/token", operation_id="auth-token", responses=responses(401, 422, 429))
+@router.post("/token", operation_id="auth-token")
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     ctx: RequestContextDep,
@@ -140,7 +131,7 @@ async def token(
     return _login_answer(answer, response, settings)
 
 
-@router.post("/refresh", operation_id="auth-refresh", responses=responses(401, 403, 422, 429))
+@router.post("/refresh", operation_id="auth-refresh")
 async def refresh(
     request: Request,
     ctx: RequestContextDep,
@@ -163,7 +154,6 @@ async def refresh(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-logout",
-    responses=responses(400, 401, 403),
 )
 async def logout(
     principal: OptionalPrincipal,
@@ -201,14 +191,13 @@ async def logout(
     "/logout-all",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-logout-all",
-    responses=responses(401),
 )
 async def logout_all(user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> None:
     """End every session of the caller, on every device."""
     await auth_service.logout_all(session, user_id=user.id, ip_address=ctx.ip_address)
 
 
-@router.get("/sessions", operation_id="auth-sessions-list", responses=responses(NotOwnSessionError, 401, 422))
+@router.get("/sessions", operation_id="auth-sessions-list")
 async def list_sessions(principal: OwnPrincipal, session: SessionDep, page: PageDep) -> Page[SessionRead]:
     """The caller's live sessions, paged, newest first; ``current`` marks the one this token belongs to. A user
     has at most ``MAX_SESSIONS_PER_USER`` of them: a login beyond it ends the least recently used."""
@@ -225,7 +214,6 @@ async def list_sessions(principal: OwnPrincipal, session: SessionDep, page: Page
     "/sessions/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-sessions-delete",
-    responses=responses(NotOwnSessionError, 401, 404),
 )
 async def delete_session(
     session_id: uuid.UUID, principal: OwnPrincipal, ctx: RequestContextDep, session: SessionDep
@@ -244,7 +232,6 @@ async def delete_session(
     "/password",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-password-change",
-    responses=responses(400, 401, 422, 429),
 )
 async def change_password(
     body: PasswordChangeRequest, principal: CurrentPrincipal, ctx: RequestContextDep, session: SessionDep
@@ -264,7 +251,6 @@ async def change_password(
     "/verify-email/request",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="auth-verify-email-request",
-    responses=responses(401, 429),
 )
 async def request_email_verification(
     user: CurrentUser,
@@ -272,18 +258,18 @@ async def request_email_verification(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-) -> None:
+) -> Accepted:
     """Mail a verification link (always 202; nothing is sent when the email is already verified, or is
     managed by Supabase). The mail goes out after the response."""
     token = await auth_service.request_email_verification(session, settings, user=user)
     if token is not None:
         mail.send_verification(request, background, to=user.email, token=token)
+    return ACCEPTED
 
 
 @router.post(
     "/verify-email/confirm",
     operation_id="auth-verify-email-confirm",
-    responses=responses(400, 422, 429),
 )
 async def confirm_email_verification(body: VerifyEmailConfirm, ctx: RequestContextDep, session: SessionDep) -> UserRead:
     """Spend a verification token (single-use): the account's email is verified. 400 ``invalid_token`` when it
@@ -296,22 +282,21 @@ async def confirm_email_verification(body: VerifyEmailConfirm, ctx: RequestConte
     "/password-reset/request",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="auth-password-reset-request",
-    responses=responses(422, 429),
 )
 async def request_password_reset(
     body: PasswordResetRequest, request: Request, ctx: RequestContextDep, background: BackgroundTasks
-) -> None:
+) -> Accepted:
     """Always 202, at once: the lookup, the token and the mail (only for an active own account) happen after
     the answer, so neither the answer nor its timing tells whether the address has an account. A new request
     spends the reset links mailed before."""
     mail.password_reset_later(request, background, email=body.email, ip_address=ctx.ip_address)
+    return ACCEPTED
 
 
 @router.post(
     "/password-reset/confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-password-reset-confirm",
-    responses=responses(400, 422, 429),
 )
 async def confirm_password_reset(body: PasswordResetConfirm, ctx: RequestContextDep, session: SessionDep) -> None:
     """Set a new password with a reset token; the email counts as verified and every session ends."""
@@ -330,7 +315,6 @@ def _second_factor(body: SecondFactorIn) -> mfa.SecondFactor:
 @router.post(
     "/mfa/totp/enroll",
     operation_id="auth-mfa-totp-enroll",
-    responses=responses(WrongPasswordError, NotOwnSessionError, MfaAlreadyEnabledError, 401, 422),
 )
 async def enroll_totp(
     body: TotpEnrollRequest, principal: OwnPrincipal, response: Response, session: SessionDep, settings: SettingsDep
@@ -345,7 +329,6 @@ async def enroll_totp(
 @router.post(
     "/mfa/totp/confirm",
     operation_id="auth-mfa-totp-confirm",
-    responses=responses(InvalidMfaCodeError, MfaNotEnrolledError, NotOwnSessionError, MfaAlreadyEnabledError, 401, 422),
 )
 async def confirm_totp(
     body: TotpConfirmRequest,
@@ -374,7 +357,6 @@ async def confirm_totp(
     "/mfa/totp",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-mfa-totp-disable",
-    responses=responses(InvalidMfaCodeError, MfaNotEnabledError, NotOwnSessionError, 401, 422),
 )
 async def disable_totp(
     body: TotpDisableRequest,
@@ -399,7 +381,6 @@ async def disable_totp(
 @router.post(
     "/mfa/verify",
     operation_id="auth-mfa-verify",
-    responses=responses(InvalidMfaLoginCodeError, MfaTokenInvalidError, 422),
 )
 async def verify_mfa(
     body: MfaVerifyRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep

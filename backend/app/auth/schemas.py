@@ -4,31 +4,48 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from app.auth.passwords import MAX_LENGTH, password_problem
+from app.auth.passwords import MAX_LENGTH, MIN_LENGTH, NON_SPACE_PATTERN, password_problem
 from app.core.schemas import Email, StrictModel
 
-# Length is checked here; the common-password and not-the-email rules in the models below.
+# A password being presented (login, the current password): any length up to a bound.
 PasswordIn = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH * 4)]
 DeviceName = Annotated[str | None, Field(default=None, max_length=255)]
 
 
-def _check_password(password: str, email: str | None = None) -> None:
+def password_policy(password: str, email: str | None = None) -> str:
+    """The rules a form cannot check (common passwords, equal to the email), as a plain field error."""
     problem = password_problem(password, email=email)
     if problem:
-        raise ValueError(problem)
+        raise PydanticCustomError("password_policy", problem)
+    return password
+
+
+# A new password: the lengths and "at least one non-space character" are in the schema (minLength, maxLength,
+# pattern), so a form checks them before sending; the rest answers 422 under the field, with a plain message.
+NewPassword = Annotated[
+    str,
+    Field(
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        json_schema_extra={"pattern": NON_SPACE_PATTERN},
+        description=f"{MIN_LENGTH}..{MAX_LENGTH} characters, not only spaces, not a common password, not the email.",
+    ),
+    AfterValidator(password_policy),
+]
 
 
 class RegisterRequest(StrictModel):
     email: Email
-    password: Annotated[str, Field(max_length=MAX_LENGTH)]
+    password: NewPassword
     full_name: Annotated[str | None, Field(default=None, max_length=255)] = None
 
-    @model_validator(mode="after")
-    def _password_rules(self) -> RegisterRequest:
-        _check_password(self.password, self.email)
-        return self
+    @field_validator("password")
+    @classmethod
+    def _not_the_email(cls, password: str, info: ValidationInfo) -> str:
+        return password_policy(password, info.data.get("email"))
 
 
 class LoginRequest(StrictModel):
@@ -47,12 +64,7 @@ class LogoutRequest(StrictModel):
 
 class PasswordChangeRequest(StrictModel):
     current_password: PasswordIn
-    new_password: Annotated[str, Field(max_length=MAX_LENGTH)]
-
-    @model_validator(mode="after")
-    def _password_rules(self) -> PasswordChangeRequest:
-        _check_password(self.new_password)
-        return self
+    new_password: NewPassword
 
 
 class TokenPair(BaseModel):
@@ -86,12 +98,7 @@ class PasswordResetRequest(StrictModel):
 
 class PasswordResetConfirm(StrictModel):
     token: Annotated[str, Field(min_length=1, max_length=512)]
-    new_password: Annotated[str, Field(max_length=MAX_LENGTH)]
-
-    @model_validator(mode="after")
-    def _password_rules(self) -> PasswordResetConfirm:
-        _check_password(self.new_password)
-        return self
+    new_password: NewPassword
 
 
 class MfaChallengeRead(BaseModel):

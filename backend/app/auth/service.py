@@ -423,7 +423,7 @@ async def change_password(
     user = await attach(session, user)
     await check_current_password(user, current_password)
     if new_password.strip().lower() == user.email:
-        raise WeakPasswordError()
+        raise WeakPasswordError(field="new_password")
     user.hashed_password = await security.hash_password(new_password)
     ended = await revoke_user_sessions(
         session, user_id=user.id, reason=RevokeReason.PASSWORD_CHANGED, keep=current_session_id
@@ -578,7 +578,7 @@ async def reset_password(session: AsyncSession, *, token: str, new_password: str
     session ends (their access and refresh tokens die at once), and any other reset token is spent."""
     user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.PASSWORD_RESET)
     if new_password.strip().lower() == user.email:
-        raise WeakPasswordError()
+        raise WeakPasswordError(field="new_password")
     user.hashed_password = await security.hash_password(new_password)
     user.is_verified = True
     await _spend_email_tokens(session, user_id=user.id, purpose=EmailTokenPurpose.PASSWORD_RESET)

@@ -106,7 +106,7 @@ def install_docs(app: FastAPI) -> None:
 
     app.mount(STATIC_URL, StaticFiles(directory=VENDOR_DIR), name="docs-static")
 
-    @app.get(DOCS_URL, include_in_schema=False)
+    @app.api_route(DOCS_URL, methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: link checkers, monitors
     async def swagger_ui(request: Request) -> HTMLResponse:
         return HTMLResponse(
             SWAGGER_PAGE.format(
@@ -135,7 +135,7 @@ def install_docs(app: FastAPI) -> None:
     async def redoc_script() -> Response:
         return Response(redoc_js, media_type="text/javascript", headers=JS_CACHE)
 
-    @app.get(REDOC_URL, include_in_schema=False)
+    @app.api_route(REDOC_URL, methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: link checkers, monitors
     async def redoc(request: Request) -> HTMLResponse:
         return HTMLResponse(
             REDOC_PAGE.format(

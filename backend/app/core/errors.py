@@ -31,6 +31,10 @@ class AppError(Exception):
             self.headers = headers
         super().__init__(self.detail)
 
+    def body(self) -> dict[str, Any]:
+        """The answer's JSON body."""
+        return {"detail": self.detail, "code": self.code}
+
 
 class BadRequest(AppError):
     code, detail = "bad_request", "The request is invalid."
@@ -58,6 +62,32 @@ class Conflict(AppError):
 
 class Unprocessable(AppError):
     code, detail = "unprocessable", "The request cannot be processed."
+
+
+class FieldError(Unprocessable):
+    """One field's value refused by a rule only the service can check (the password equal to the account's email):
+    answered like FastAPI's own validation errors, under that field, so that a form shows it there."""
+
+    code, detail = "validation_error", "The value is not accepted."
+    error_type = "value_error"
+
+    def __init__(self, detail: str | None = None, *, field: str, location: str = "body") -> None:
+        super().__init__(detail)
+        self.loc = [location, field]
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": [{"type": self.error_type, "loc": self.loc, "msg": self.detail}], "code": self.code}
+
+
+class OAuth2Error(BadRequest):
+    """An RFC 6749 (section 5.2) error of the token endpoint: ``error`` and ``error_description`` for OAuth2
+    clients, beside this API's ``detail`` and ``code``."""
+
+    error = "invalid_request"
+    code, detail = "invalid_request", "The token request is missing a parameter or is malformed."
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.detail, **super().body()}
 
 
 class TooManyRequests(AppError):
@@ -102,16 +132,19 @@ def status_of(exc: AppError) -> int:
     return next((status for cls, status in STATUS.items() if isinstance(exc, cls)), 500)
 
 
-def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, detail: str, code: str, headers: dict[str, str] | None = None, *, body: Any = None
+) -> JSONResponse:
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers or None)
+    content = {"detail": detail, "code": code} if body is None else body
+    return JSONResponse(content, status_code=status, headers=headers or None)
 
 
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(status_of(exc), exc.detail, exc.code, exc.headers)
+    return error_response(status_of(exc), exc.detail, exc.code, exc.headers, body=jsonable_encoder(exc.body()))
 
 
 def _undecodable_body(exc: StarletteHTTPException) -> bool:

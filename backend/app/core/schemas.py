@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
@@ -36,6 +36,15 @@ class ErrorRead(BaseModel):
     code: str = Field(
         description="Machine-readable reason, stable: branch on this. Each response lists the codes it can carry."
     )
+
+
+class Accepted(BaseModel):
+    """A 202 answer: the request is taken; what follows happens later (a mail, say)."""
+
+    status: Literal["accepted"]
+
+
+ACCEPTED = Accepted(status="accepted")
 
 
 class Page(BaseModel, Generic[T]):

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Header, Request, Response
 from app.auth.dependencies import CurrentUser
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
-from app.core.responses import responses
 from app.core.schemas import Page, PageDep
 from app.credits import service as credit_service
 from app.credits.schemas import (
@@ -33,13 +32,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.get("", operation_id="credits-balance", responses=responses(401))
+@router.get("", operation_id="credits-balance")
 async def read_balance(user: CurrentUser, session: SessionDep) -> CreditBalanceRead:
     """The caller's balance (0 when no profile exists yet)."""
     return CreditBalanceRead(balance=await credit_service.get_balance(session, user.id))
 
 
-@router.get("/transactions", operation_id="credits-transactions-list", responses=responses(401))
+@router.get("/transactions", operation_id="credits-transactions-list")
 async def list_transactions(user: CurrentUser, session: SessionDep, page: PageDep) -> Page[CreditTransactionRead]:
     """The caller's ledger, newest first."""
     items, total = await credit_service.list_transactions(
@@ -53,7 +52,7 @@ async def list_transactions(user: CurrentUser, session: SessionDep, page: PageDe
     )
 
 
-@router.post("/spend", operation_id="credits-spend", responses=responses(401, 402, 409))
+@router.post("/spend", operation_id="credits-spend")
 async def spend(
     body: CreditSpend,
     user: CurrentUser,

@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.settings import Environment
+
 router = APIRouter(tags=["health"])
 
 DB_CHECK_TIMEOUT = 3.0
@@ -19,7 +21,7 @@ class HealthRead(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "error"]
     version: str
-    environment: str
+    environment: Environment
     timestamp: datetime
 
 
@@ -39,6 +41,7 @@ async def database_ok(engine: AsyncEngine) -> bool:
 @router.get(
     "/health",
     operation_id="health-check",
+    response_model=HealthRead,
     responses={503: {"model": HealthRead, "description": "The database is unreachable"}},
 )
 async def health(request: Request) -> JSONResponse:
@@ -49,7 +52,7 @@ async def health(request: Request) -> JSONResponse:
         status="ok" if ok else "degraded",
         database="ok" if ok else "error",
         version=settings.VERSION,
-        environment=settings.ENVIRONMENT.value,
+        environment=settings.ENVIRONMENT,
         timestamp=datetime.now(UTC),
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)

@@ -12,7 +12,6 @@ from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import CurrentUser
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
-from app.core.responses import responses
 from app.core.schemas import Page, PageDep
 from app.core.settings import SettingsDep
 from app.orgs import mail
@@ -54,7 +53,6 @@ invitations_router = APIRouter(prefix="/invitations", tags=["organizations"])
     "",
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-create",
-    responses=responses(401, 409, 422),
 )
 async def create_org(body: OrgCreate, user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Create an organization; the caller becomes its owner. Without a slug one is made from the name."""
@@ -62,20 +60,20 @@ async def create_org(body: OrgCreate, user: CurrentUser, ctx: RequestContextDep,
     return OrgRead.model_validate(org)
 
 
-@router.get("", operation_id="orgs-list", responses=responses(401))
+@router.get("", operation_id="orgs-list")
 async def list_orgs(user: CurrentUser, page: PageDep, session: SessionDep) -> Page[OrgRead]:
     """The organizations the caller belongs to, with the caller's role in each."""
     orgs, total = await org_service.list_my_orgs(session, user_id=user.id, limit=page.limit, offset=page.offset)
     return Page(items=[OrgRead.model_validate(o) for o in orgs], total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{org_id}", operation_id="orgs-get", responses=responses(401, 404))
+@router.get("/{org_id}", operation_id="orgs-get")
 async def read_org(actor: ViewOrg, session: SessionDep) -> OrgRead:
     """One organization (members only; anyone else gets 404)."""
     return OrgRead.model_validate(await org_service.read_org(session, actor=actor))
 
 
-@router.patch("/{org_id}", operation_id="orgs-update", responses=responses(401, 403, 404, 409, 422))
+@router.patch("/{org_id}", operation_id="orgs-update")
 async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Rename, or change the slug (409 ``slug_taken``): admins and owners. ``require_mfa``: owners only, calling
     with an aal2 token (403 ``mfa_required`` otherwise); while on, members need aal2 for everything here but
@@ -88,14 +86,13 @@ async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, 
     "/{org_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-delete",
-    responses=responses(401, 403, 404),
 )
 async def delete_org(actor: DeleteOrg, ctx: RequestContextDep, session: SessionDep) -> None:
     """Delete the organization with its memberships and invitations. Owners only."""
     await org_service.delete_own_org(session, actor=actor, ip_address=ctx.ip_address)
 
 
-@router.get("/{org_id}/members", operation_id="orgs-members-list", responses=responses(401, 404))
+@router.get("/{org_id}/members", operation_id="orgs-members-list")
 async def list_members(actor: ListMembers, page: PageDep, session: SessionDep) -> Page[MemberRead]:
     """Members, in the order they joined."""
     members, total = await org_service.list_members(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
@@ -108,7 +105,6 @@ async def list_members(actor: ListMembers, page: PageDep, session: SessionDep) -
     "/{org_id}/members",
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-members-add",
-    responses=responses(401, 403, 404, 409, 422),
 )
 async def add_member(body: MemberCreate, actor: AddMember, ctx: RequestContextDep, session: SessionDep) -> MemberRead:
     """Add an existing user by email (404 ``user_not_found``; 409 ``already_member``). Nobody grants a role
@@ -122,7 +118,6 @@ async def add_member(body: MemberCreate, actor: AddMember, ctx: RequestContextDe
 @router.patch(
     "/{org_id}/members/{user_id}",
     operation_id="orgs-members-update",
-    responses=responses(401, 403, 404, 409, 422),
 )
 async def change_member_role(
     user_id: UUID, body: MemberRoleUpdate, actor: ChangeRole, ctx: RequestContextDep, session: SessionDep
@@ -139,7 +134,6 @@ async def change_member_role(
     "/{org_id}/members/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-members-remove",
-    responses=responses(401, 403, 404, 409),
 )
 async def remove_member(user_id: UUID, actor: RemoveOrLeave, ctx: RequestContextDep, session: SessionDep) -> None:
     """Remove a member (admin+; owners only by owners), or leave (your own user id). The last owner can
@@ -150,7 +144,6 @@ async def remove_member(user_id: UUID, actor: RemoveOrLeave, ctx: RequestContext
 @router.post(
     "/{org_id}/transfer-ownership",
     operation_id="orgs-transfer-ownership",
-    responses=responses(401, 403, 404, 409, 422),
 )
 async def transfer_ownership(
     body: TransferOwnership, actor: TransferOrg, ctx: RequestContextDep, session: SessionDep
@@ -164,7 +157,6 @@ async def transfer_ownership(
     "/{org_id}/invitations",
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-invitations-create",
-    responses=responses(401, 403, 404, 409, 422),
 )
 async def create_invitation(
     body: InvitationCreate,
@@ -193,7 +185,7 @@ async def create_invitation(
     return InvitationCreated.model_validate({**InvitationRead.model_validate(invitation).model_dump(), "token": token})
 
 
-@router.get("/{org_id}/invitations", operation_id="orgs-invitations-list", responses=responses(401, 403, 404))
+@router.get("/{org_id}/invitations", operation_id="orgs-invitations-list")
 async def list_invitations(actor: ListInvitations, page: PageDep, session: SessionDep) -> Page[InvitationRead]:
     """Pending invitations (not accepted, revoked or expired), newest first; never their tokens."""
     invitations, total = await org_service.list_invitations(
@@ -211,7 +203,6 @@ async def list_invitations(actor: ListInvitations, page: PageDep, session: Sessi
     "/{org_id}/invitations/{invitation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-invitations-revoke",
-    responses=responses(401, 403, 404),
 )
 async def revoke_invitation(
     invitation_id: UUID, actor: RevokeInvitation, ctx: RequestContextDep, session: SessionDep
@@ -220,7 +211,7 @@ async def revoke_invitation(
     await org_service.revoke_invitation(session, actor=actor, invitation_id=invitation_id, ip_address=ctx.ip_address)
 
 
-@router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list", responses=responses(401, 403, 404))
+@router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list")
 async def list_audit_events(actor: ViewAudit, page: PageDep, session: SessionDep) -> Page[AuditEventRead]:
     """This organization's audit events, newest first. Admins and owners."""
     events, total = await org_service.list_org_audit_events(
@@ -234,7 +225,6 @@ async def list_audit_events(actor: ViewAudit, page: PageDep, session: SessionDep
 @invitations_router.post(
     "/accept",
     operation_id="invitations-accept",
-    responses=responses(401, 403, 404, 409, 422),
 )
 async def accept_invitation(
     body: InvitationAccept, user: CurrentUser, ctx: RequestContextDep, session: SessionDep

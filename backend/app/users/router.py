@@ -7,7 +7,7 @@ from app.auth import service as auth_service
 from app.auth.dependencies import CurrentPrincipal, CurrentUser, OptionalPrincipal
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
-from app.core.responses import responses
+from app.core.schemas import ACCEPTED, Accepted
 from app.core.settings import SettingsDep
 from app.users import service as user_service
 from app.users.schemas import (
@@ -24,13 +24,13 @@ from app.users.schemas import (
 router = APIRouter(tags=["users"])
 
 
-@router.get("/users/me", operation_id="users-me-get", responses=responses(401))
+@router.get("/users/me", operation_id="users-me-get")
 async def read_me(principal: CurrentPrincipal) -> UserMe:
     """The caller's account, with ``mfa_enabled`` and the caller's assurance level ``aal``."""
     return UserMe(**UserRead.model_validate(principal.user).model_dump(), aal=principal.aal)
 
 
-@router.patch("/users/me", operation_id="users-me-update", responses=responses(401, 422))
+@router.patch("/users/me", operation_id="users-me-update")
 async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserRead:
     """Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422)."""
     user = await user_service.update_me(session, user=user, changes=body)
@@ -41,7 +41,6 @@ async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) ->
     "/users/me/email",
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="users-me-email-change",
-    responses=responses(401, 409, 422, 429),
 )
 async def request_email_change(
     body: EmailChangeRequest,
@@ -51,7 +50,7 @@ async def request_email_change(
     background: BackgroundTasks,
     session: SessionDep,
     settings: SettingsDep,
-) -> None:
+) -> Accepted:
     """Ask to move the account to another address (own accounts, with the current password). Nothing changes
     yet: a link to ``{FRONTEND_URL}/confirm-email-change?token=`` goes to the new address (1 h, single-use) and
     a notice without a link to the current one. 401 ``invalid_credentials`` for a wrong password, 409
@@ -65,12 +64,12 @@ async def request_email_change(
         ip_address=ctx.ip_address,
     )
     mail.send_email_change(request, background, old_email=user.email, new_email=body.email, token=token)
+    return ACCEPTED
 
 
 @router.post(
     "/users/me/email/confirm",
     operation_id="users-me-email-confirm",
-    responses=responses(400, 401, 409, 422, 429),
 )
 async def confirm_email_change(
     body: EmailChangeConfirm, principal: OptionalPrincipal, ctx: RequestContextDep, session: SessionDep
@@ -87,7 +86,7 @@ async def confirm_email_change(
     return UserRead.model_validate(user)
 
 
-@router.get("/profile", operation_id="profile-get", responses=responses(401, 404))
+@router.get("/profile", operation_id="profile-get")
 async def read_profile(user: CurrentUser, session: SessionDep) -> ProfileRead:
     """The caller's profile; 404 ``profile_not_found`` until ``POST /profile`` creates it."""
     return ProfileRead.model_validate(await user_service.get_profile(session, user.id))
@@ -97,10 +96,7 @@ async def read_profile(user: CurrentUser, session: SessionDep) -> ProfileRead:
     "/profile",
     status_code=status.HTTP_201_CREATED,
     operation_id="profile-create",
-    responses={
-        200: {"model": ProfileRead, "description": "The profile already existed"},
-        **responses(401, 422),
-    },
+    responses={200: {"model": ProfileRead, "description": "The profile already existed"}},
 )
 async def create_profile(
     user: CurrentUser,
@@ -120,7 +116,7 @@ async def create_profile(
     return ProfileRead.model_validate(profile)
 
 
-@router.put("/profile", operation_id="profile-update", responses=responses(401, 404, 422))
+@router.put("/profile", operation_id="profile-update")
 async def update_profile(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> ProfileRead:
     """Change the name or avatar; credits are never set here (unknown fields are refused with 422)."""
     profile = await user_service.update_profile(session, user_id=user.id, changes=body)

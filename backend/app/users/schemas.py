@@ -8,6 +8,7 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field, PlainSerializer, UrlC
 
 from app.auth.schemas import PasswordIn
 from app.core.schemas import Email, StrictModel
+from app.users.models import AuthProvider
 
 
 class UserRead(BaseModel):
@@ -19,7 +20,7 @@ class UserRead(BaseModel):
     is_active: bool
     is_superuser: bool
     is_verified: bool
-    auth_provider: str
+    auth_provider: AuthProvider
     created_at: datetime
     mfa_enabled: bool = Field(description="TOTP is on: logins need a second step (POST /auth/mfa/verify).")
 
