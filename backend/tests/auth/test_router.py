@@ -67,6 +67,27 @@ class TestRegister:
         response = await client.post("/api/v1/auth/register", json={"email": email, "password": email})
         assert response.status_code == 422
 
+    @pytest.mark.parametrize(
+        ("password", "message"),
+        [
+            ("password123", "This password is too common."),
+            ("          ", "Password must contain at least one character that is not a space."),
+            ("short", "String should have at least 8 characters"),
+            (None, "Password must not be the same as the email."),
+        ],
+        ids=["common", "spaces", "short", "the-email"],
+    )
+    async def test_password_errors_point_at_the_field(
+        self, client: httpx.AsyncClient, password: str | None, message: str
+    ) -> None:
+        """A form can show the error under the password field: loc names it, the message is plain."""
+        email = unique_email()
+        response = await client.post("/api/v1/auth/register", json={"email": email, "password": password or email})
+        assert response.status_code == 422
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert [(error["loc"], error["msg"]) for error in body["detail"]] == [(["body", "password"], message)]
+
     async def test_unknown_field_422(self, client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/api/v1/auth/register",
@@ -242,6 +263,28 @@ class TestLogoutAndSessions:
 
 
 class TestPasswordChange:
+    async def test_new_password_equal_to_email_points_at_the_field(
+        self, client: httpx.AsyncClient, app: FastAPI
+    ) -> None:
+        """A rule only the service can check answers in the same 422 shape, under the field."""
+        user = await create_user(app)
+        response = await client.post(
+            "/api/v1/auth/password",
+            headers=user.headers,
+            json={"current_password": DEFAULT_PASSWORD, "new_password": user.email},
+        )
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {
+                    "type": "password_policy",
+                    "loc": ["body", "new_password"],
+                    "msg": "Password must not be the same as the email.",
+                }
+            ],
+            "code": "validation_error",
+        }
+
     async def test_ok_ends_other_sessions(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app)
         other = await login(client, user.email)

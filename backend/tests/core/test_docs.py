@@ -80,6 +80,15 @@ class TestSwaggerPage:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/api/v1/openapi.json"])
+async def test_head_answers_200(docs_app: FastAPI, path: str) -> None:
+    """Link checkers and monitors ask with HEAD: the pages exist (200), no 405."""
+    async with client_for(docs_app) as client:
+        response = await client.head(path)
+    assert response.status_code == 200
+
+
+@pytest.mark.asyncio
 class TestOAuth2Redirect:
     async def test_page_and_script(self, docs_app: FastAPI) -> None:
         async with client_for(docs_app) as client:
