@@ -6,6 +6,8 @@
 - ``scale``: seeds a million users and millions of rows, then compares latencies with a nearly empty database
   and prints EXPLAIN for every list query (minutes; opt-in: ``make bench BENCH=scale``).
 - ``memory``: resident memory of one worker over 150,000 requests (opt-in).
+- ``export``: the worker's peak memory while it streams the account export of a user with 100,000 ledger rows
+  (opt-in: ``make bench BENCH=export``).
 Exit status 1 when a goal is missed or a benchmark fails.
 """
 
@@ -20,6 +22,7 @@ SUITES = {
     "default": ["bench.hot", "bench.bench_spend", "bench.bench_ratelimit", "bench.bench_timing"],
     "scale": ["bench.scale"],
     "memory": ["bench.memory"],
+    "export": ["bench.export"],
 }
 
 

@@ -133,6 +133,9 @@ const PUBLIC_PATHS = [
   "/auth/mfa/verify",
 ];
 
+/** 401 codes about the request's body, not the access token: answered as they are, without a refresh. */
+const NOT_THE_TOKENS_FAULT = new Set(["invalid_credentials", "reauthentication_required"]);
+
 function isPublic(url: string): boolean {
   const { pathname } = new URL(url);
   const path = pathname.startsWith(API_PREFIX) ? pathname.slice(API_PREFIX.length) : pathname;
@@ -257,8 +260,9 @@ export class AuthSession {
     request.headers.set("Authorization", `Bearer ${token}`);
     const response = await send(request);
     if (response.status !== 401 || this.mode === "supabase") return response;
-    // A wrong password in the body (e.g. POST /users/me/email) is not the token's fault: no refresh.
-    if ((await errorCode(response)) === "invalid_credentials") return response;
+    // A wrong password in the body (e.g. POST /users/me/email) is not the token's fault: no refresh; nor is a
+    // request to prove it is the user again (DELETE /users/me without current_password).
+    if (NOT_THE_TOKENS_FAULT.has((await errorCode(response)) ?? "")) return response;
     // Another request may have refreshed meanwhile: use its token instead of spending the refresh token again.
     const latest = await this.accessToken();
     const fresh = latest && latest !== token ? latest : await this.refresh();

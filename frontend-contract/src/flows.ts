@@ -14,6 +14,7 @@ export type MemberRead = Schemas["MemberRead"];
 export type MembershipRead = Schemas["MembershipRead"];
 export type InvitationRead = Schemas["InvitationRead"];
 export type InvitationCreated = Schemas["InvitationCreated"];
+export type AccountExport = Schemas["AccountExport"];
 
 export interface Paging {
   limit?: number;
@@ -146,6 +147,42 @@ export async function requestEmailChange(
  */
 export async function confirmEmailChange(client: ApiClient, token: string): Promise<UserRead> {
   return unwrap(await client.api.POST("/api/v1/users/me/email/confirm", { body: { token } }));
+}
+
+// --- account lifecycle: export and deletion ------------------------------------------------------------
+
+/**
+ * Everything the API keeps about the caller, as one JSON document (`AccountExport`): account, profile, MFA state,
+ * sessions, memberships, invitations sent, the whole credit ledger and the audit events by or about the caller.
+ * Rate-limited to a few per minute per user (429 `rate_limited`). For a download button, `exportAccountFile`.
+ */
+export async function exportAccount(client: ApiClient): Promise<AccountExport> {
+  return unwrap(await client.api.GET("/api/v1/users/me/export"));
+}
+
+/** The same document as a file: a Blob and the server's file name (`Content-Disposition`), to save as is. */
+export async function exportAccountFile(client: ApiClient): Promise<{ blob: Blob; filename: string }> {
+  const result = await client.api.GET("/api/v1/users/me/export", { parseAs: "blob" });
+  const blob = unwrap(result) as unknown as Blob;
+  const disposition = result.response.headers.get("Content-Disposition") ?? "";
+  const filename = /filename="([^"]+)"/.exec(disposition)?.[1] ?? "account-export.json";
+  return { blob, filename };
+}
+
+/**
+ * Delete the caller's account for good, then forget the tokens. Own accounts send the current password (401
+ * `invalid_credentials` when wrong; 401 `reauthentication_required` without it); Supabase users send none, but
+ * their token must be at most 5 minutes old (401 `reauthentication_required`: sign in again with Supabase, e.g.
+ * `supabase.auth.signInWithPassword`, then retry). 409 `sole_owner`: the caller is the last owner of an
+ * organization with other members (transfer ownership first); 409 `last_superuser`. Organizations the caller
+ * alone belongs to are deleted with the account. Afterwards a Supabase token from before the deletion answers
+ * 401 `account_deleted`.
+ */
+export async function deleteAccount(client: ApiClient, input: { currentPassword?: string } = {}): Promise<void> {
+  const body = input.currentPassword === undefined ? {} : { current_password: input.currentPassword };
+  const result = await client.api.DELETE("/api/v1/users/me", { body });
+  if (!result.response.ok) unwrap(result);
+  client.session.clear();
 }
 
 // --- profile (the Supabase sign-up / sign-in flow) -------------------------------------------------------

@@ -836,7 +836,19 @@ export interface paths {
         get: operations["users-me-get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete Me
+         * @description Delete the caller's account for good, after re-authentication: ``current_password`` for own accounts
+         *     (401 ``invalid_credentials`` when wrong), a Supabase token issued in the last 5 minutes for Supabase users
+         *     (401 ``reauthentication_required`` otherwise, also for an own account sending no password).
+         *
+         *     Deleted at once: the user, profile, sessions (every access and refresh token is refused on its next use,
+         *     on every worker), email tokens, MFA data, memberships, the invitations they sent, the credit ledger, and the
+         *     organizations they alone belong to. Audit events stay, without the email. 409 ``sole_owner`` while they are
+         *     the last owner of an organization with other members (transfer ownership first); 409 ``last_superuser``.
+         *     A Supabase token issued before the deletion is refused afterwards (401 ``account_deleted``).
+         */
+        delete: operations["users-me-delete"];
         options?: never;
         head?: never;
         /**
@@ -885,6 +897,29 @@ export interface paths {
          *     409 ``email_taken`` when the address found an account meanwhile.
          */
         post: operations["users-me-email-confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/me/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Me
+         * @description Everything kept about the caller as one JSON document (``AccountExport``), downloaded as a file: account,
+         *     profile, MFA state (never its secret or codes), sessions, memberships, invitations sent, the whole credit
+         *     ledger and the audit events the caller did or that are about them. No password hash, token or token hash.
+         *     Streamed: large ledgers are read and written 1,000 rows at a time from one consistent snapshot.
+         */
+        get: operations["users-me-export"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -947,6 +982,15 @@ export interface components {
             status: "accepted";
         };
         /**
+         * AccountDelete
+         * @description Re-authentication for ``DELETE /users/me``: the current password of an own account. Supabase users send
+         *     no body (or ``{}``): their token must have been issued in the last 5 minutes instead.
+         */
+        AccountDelete: {
+            /** Current Password */
+            current_password?: string | null;
+        };
+        /**
          * AccountExistsError
          * @description An account with this email already exists.
          */
@@ -964,6 +1008,47 @@ export interface components {
             detail: string;
         };
         /**
+         * AccountExport
+         * @description Everything kept about the caller, oldest first within each list. No password hash, token, token hash,
+         *     MFA secret or recovery code is ever part of it.
+         */
+        AccountExport: {
+            /**
+             * Audit Events
+             * @description Events the caller did (actor), then events about the caller done by others (subject).
+             */
+            audit_events: components["schemas"]["ExportAuditEvent"][];
+            /** Credit Ledger */
+            credit_ledger: components["schemas"]["ExportLedgerEntry"][];
+            /**
+             * Exported At
+             * Format: date-time
+             */
+            exported_at: string;
+            /**
+             * Format
+             * @constant
+             */
+            format: "organizations-api/account-export";
+            /** Invitations Sent */
+            invitations_sent: components["schemas"]["ExportInvitation"][];
+            /** Memberships */
+            memberships: components["schemas"]["ExportMembership"][];
+            mfa: components["schemas"]["ExportMfa"];
+            profile: components["schemas"]["ExportProfile"] | null;
+            /**
+             * Sessions
+             * @description This API's sessions, live and ended (until cleanup).
+             */
+            sessions: components["schemas"]["ExportSession"][];
+            user: components["schemas"]["ExportUser"];
+            /**
+             * Version
+             * @constant
+             */
+            version: 1;
+        };
+        /**
          * AdminAuditEventsList401Error
          * @description Unauthorized (401).
          */
@@ -973,7 +1058,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1043,7 +1128,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1094,7 +1179,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1248,7 +1333,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1333,7 +1418,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1418,7 +1503,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1469,7 +1554,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1520,7 +1605,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1571,7 +1656,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1622,7 +1707,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1751,7 +1836,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_refresh_token" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_refresh_token" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1802,7 +1887,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1853,7 +1938,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1921,7 +2006,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1972,7 +2057,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2023,7 +2108,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "invalid_code" | "mfa_token_invalid";
+            code: "invalid_code" | "invalid_credentials" | "mfa_token_invalid";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2040,7 +2125,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2096,7 +2181,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2130,7 +2215,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2181,7 +2266,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2288,7 +2373,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2322,7 +2407,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2373,7 +2458,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2473,7 +2558,7 @@ export interface components {
          * @description Every `code` an error answer of this API can carry; each operation lists its own.
          * @enum {string}
          */
-        ErrorCode: "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
+        ErrorCode: "account_deleted" | "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "reauthentication_required" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
         /**
          * ErrorRead
          * @description Every error answer except 422 (which keeps FastAPI's validation shape).
@@ -2485,6 +2570,205 @@ export interface components {
              * @description Human-readable explanation; may change, do not match on it.
              */
             detail: string;
+        };
+        /** ExportAuditEvent */
+        ExportAuditEvent: {
+            /** Action */
+            action: string;
+            /** Actor Id */
+            actor_id: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Details */
+            details: {
+                [key: string]: unknown;
+            };
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Ip Address */
+            ip_address: string | null;
+            /** Org Id */
+            org_id: string | null;
+            /** Subject User Id */
+            subject_user_id: string | null;
+        };
+        /** ExportInvitation */
+        ExportInvitation: {
+            /** Accepted At */
+            accepted_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Email */
+            email: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Org Id
+             * Format: uuid
+             */
+            org_id: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Role */
+            role: string;
+        };
+        /** ExportLedgerEntry */
+        ExportLedgerEntry: {
+            /** Actor Id */
+            actor_id: string | null;
+            /** Amount */
+            amount: number;
+            /** Balance After */
+            balance_after: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Idempotency Key */
+            idempotency_key: string | null;
+            /** Reason */
+            reason: string;
+        };
+        /** ExportMembership */
+        ExportMembership: {
+            /**
+             * Joined At
+             * Format: date-time
+             */
+            joined_at: string;
+            /** Name */
+            name: string;
+            /**
+             * Org Id
+             * Format: uuid
+             */
+            org_id: string;
+            /** Role */
+            role: string;
+            /** Slug */
+            slug: string;
+        };
+        /** ExportMfa */
+        ExportMfa: {
+            /** Enabled */
+            enabled: boolean;
+            /** Enrolled At */
+            enrolled_at: string | null;
+            /** Recovery Codes Left */
+            recovery_codes_left: number;
+        };
+        /** ExportProfile */
+        ExportProfile: {
+            /** Avatar Url */
+            avatar_url: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Credits */
+            credits: number;
+            /** Full Name */
+            full_name: string | null;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** ExportSession */
+        ExportSession: {
+            /** Aal */
+            aal: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Device Name */
+            device_name: string | null;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Ip Address */
+            ip_address: string | null;
+            /**
+             * Last Used At
+             * Format: date-time
+             */
+            last_used_at: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Revoked Reason */
+            revoked_reason: string | null;
+            /** User Agent */
+            user_agent: string | null;
+        };
+        /** ExportUser */
+        ExportUser: {
+            auth_provider: components["schemas"]["AuthProvider"];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Email */
+            email: string;
+            /** Full Name */
+            full_name: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Is Active */
+            is_active: boolean;
+            /** Is Superuser */
+            is_superuser: boolean;
+            /** Is Verified */
+            is_verified: boolean;
+            /**
+             * Mfa Enabled
+             * @description TOTP is on: logins need a second step (POST /auth/mfa/verify).
+             */
+            mfa_enabled: boolean;
+            /** Supabase Id */
+            supabase_id: string | null;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -2662,7 +2946,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2932,7 +3216,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2983,7 +3267,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3034,7 +3318,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3085,7 +3369,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3136,7 +3420,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3204,7 +3488,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3255,7 +3539,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3323,7 +3607,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3357,7 +3641,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3442,7 +3726,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3493,7 +3777,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3578,7 +3862,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3663,7 +3947,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3748,7 +4032,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3954,7 +4238,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3988,7 +4272,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4070,7 +4354,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4361,6 +4645,74 @@ export interface components {
             full_name?: string | null;
         };
         /**
+         * UsersMeDelete401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeDelete401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "reauthentication_required" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeDelete404Error
+         * @description Not Found (404).
+         */
+        UsersMeDelete404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "org_not_found" | "user_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeDelete409Error
+         * @description Conflict (409).
+         */
+        UsersMeDelete409Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_exists" | "last_superuser" | "sole_owner";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeDelete503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeDelete503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
          * UsersMeEmailChange401Error
          * @description Unauthorized (401).
          */
@@ -4370,7 +4722,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4421,7 +4773,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4463,6 +4815,40 @@ export interface components {
             detail: string;
         };
         /**
+         * UsersMeExport401Error
+         * @description Unauthorized (401).
+         */
+        UsersMeExport401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeExport503Error
+         * @description Service Unavailable (503).
+         */
+        UsersMeExport503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
          * UsersMeGet401Error
          * @description Unauthorized (401).
          */
@@ -4472,7 +4858,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4506,7 +4892,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4594,7 +4980,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -4680,7 +5066,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AdminOrgRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -4761,7 +5147,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -4858,7 +5244,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AdminUserRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -4941,7 +5327,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserDetail"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5034,7 +5420,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5130,7 +5516,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5244,7 +5630,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5363,7 +5749,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"][];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5453,7 +5839,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5639,7 +6025,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_refresh_token`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_refresh_token`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5745,7 +6131,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5828,7 +6214,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpDisable400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5940,7 +6326,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpConfirm400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6052,7 +6438,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpEnroll400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6155,7 +6541,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenPair"];
                 };
             };
-            /** @description Unauthorized. `code`: `invalid_code`, `mfa_token_invalid` */
+            /** @description Unauthorized. `code`: `invalid_code`, `invalid_credentials`, `mfa_token_invalid` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6247,7 +6633,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvalidPasswordError"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6693,7 +7079,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6783,7 +7169,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7033,7 +7419,7 @@ export interface operations {
                     "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7105,7 +7491,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditBalanceRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7184,7 +7570,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7295,7 +7681,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_CreditTransactionRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7380,7 +7766,7 @@ export interface operations {
                     "application/json": components["schemas"]["MembershipRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7491,7 +7877,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_OrgRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7576,7 +7962,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7677,7 +8063,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7767,7 +8153,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7863,7 +8249,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7976,7 +8362,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8071,7 +8457,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_InvitationRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8167,7 +8553,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvitationCreated"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8276,7 +8662,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8371,7 +8757,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_MemberRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8467,7 +8853,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8576,7 +8962,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8673,7 +9059,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8787,7 +9173,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8895,7 +9281,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8980,7 +9366,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9103,7 +9489,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9202,7 +9588,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserMe"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9254,6 +9640,116 @@ export interface operations {
             };
         };
     };
+    "users-me-delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["AccountDelete"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `reauthentication_required`, `session_revoked`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeDelete401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Not Found. `code`: `org_not_found`, `user_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeDelete404Error"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists`, `last_superuser`, `sole_owner` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeDelete409Error"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeDelete503Error"];
+                };
+            };
+        };
+    };
     "users-me-update": {
         parameters: {
             query?: never;
@@ -9278,7 +9774,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9381,7 +9877,7 @@ export interface operations {
                     "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9493,7 +9989,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvalidTokenError"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9568,6 +10064,80 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UsersMeEmailConfirm503Error"];
+                };
+            };
+        };
+    };
+    "users-me-export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account export, as a download (`Content-Disposition: attachment`) */
+            200: {
+                headers: {
+                    /** @description attachment */
+                    "Content-Disposition"?: string;
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExport"];
+                };
+            };
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeExport401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnonymousUserError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersMeExport503Error"];
                 };
             };
         };

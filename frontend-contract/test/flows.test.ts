@@ -16,7 +16,10 @@ import {
   changeMemberRole,
   confirmTotp,
   createApiClient,
+  deleteAccount,
   disableTotp,
+  exportAccount,
+  exportAccountFile,
   enrollTotp,
   createOrganization,
   ensureProfile,
@@ -217,6 +220,35 @@ describe("sessions and email change", () => {
   });
 });
 
+describe("account export and deletion", () => {
+  test("export the account as JSON and as a file", async () => {
+    const { client: c, user } = await signedInUser("export");
+    const document = await exportAccount(c);
+    assert.equal(document.user.id, user.id);
+    assert.equal(document.credit_ledger.length, 1);
+    assert.ok(document.sessions.length >= 1);
+    const { blob, filename } = await exportAccountFile(c);
+    assert.match(filename, /^account-export-.*\.json$/);
+    assert.equal(JSON.parse(await blob.text()).user.id, user.id);
+  });
+
+  test("delete: the errors a UI must handle, then 204 and the session is gone", async () => {
+    const counting = countingFetch();
+    const { client: c, email } = await signedInUser("leave", { fetch: counting.fetch });
+    await rejects(deleteAccount(c), 401, "reauthentication_required");
+    await rejects(deleteAccount(c, { currentPassword: "Not-The-Password-9" }), 401, "invalid_credentials");
+    assert.equal(counting.count("POST /api/v1/auth/refresh"), 0);
+    const org = await createOrganization(c, { name: "Leaving Co" });
+    const other = await signedInUser("stays");
+    await addMember(c, org.id, { email: other.email, role: "member" });
+    await rejects(deleteAccount(c, { currentPassword: PASSWORD }), 409, "sole_owner");
+    await removeMember(c, org.id, other.user.id);
+    await deleteAccount(c, { currentPassword: PASSWORD });
+    assert.equal(c.session.tokens, null);
+    await rejects(signIn(client(), { email, password: PASSWORD }), 401, "invalid_credentials");
+  });
+});
+
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret, `steps` steps from now: what an authenticator app shows. */
 function totp(secret: string, steps = 0): string {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -310,6 +342,14 @@ describe("Supabase sign-up / sign-in", { skip: !process.env.SUPABASE_JWT_SECRET 
     const c = client({ getAccessToken: () => token });
     const [a, b] = await Promise.all([ensureProfile(c), ensureProfile(c)]);
     assert.equal(a.profile.id, b.profile.id);
+  });
+
+  test("a fresh Supabase token deletes the account; the same token is then 401 account_deleted", async () => {
+    const token = mintSupabaseToken({ sub: randomUUID(), email: uniqueEmail("gone") });
+    const c = client({ getAccessToken: () => token });
+    await ensureProfile(c);
+    await deleteAccount(c);
+    await rejects(getMe(c), 401, "account_deleted");
   });
 
   test("an expired Supabase token is 401 and is not refreshed by this client", async () => {

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.exceptions import LastSuperuserError, SoleOwnerError
 from app.admin.schemas import AdminUserUpdate
 from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
@@ -20,6 +19,7 @@ from app.credits import service as credit_service
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
+from app.users import lifecycle
 from app.users import service as user_service
 from app.users.models import User
 
@@ -30,24 +30,6 @@ async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     if user is None:
         return await user_service.get_user(session, user_id)  # raises user_not_found
     return user
-
-
-async def _lock_active_superusers(session: AsyncSession) -> set[uuid.UUID]:
-    """Ids of the active superusers, their rows locked (PostgreSQL) until the transaction ends.
-
-    Two superusers demoting, deactivating or deleting each other at once are serialized here: the second
-    one re-reads the rows after the first commits and sees who is left.
-    """
-    rows = await session.scalars(
-        select(User.id).where(User.is_superuser.is_(True), User.is_active.is_(True)).order_by(User.id).with_for_update()
-    )
-    return set(rows)
-
-
-async def _ensure_another_superuser(session: AsyncSession, *, losing: uuid.UUID) -> None:
-    active = await _lock_active_superusers(session)
-    if losing in active and not active - {losing}:
-        raise LastSuperuserError()
 
 
 # --- users --------------------------------------------------------------------------------------------
@@ -124,7 +106,7 @@ async def update_user(
 ) -> User:
     """Apply ``is_active`` / ``is_superuser`` / ``full_name``; deactivation ends every session at once."""
     if changes.is_superuser is False or changes.is_active is False:
-        await _ensure_another_superuser(session, losing=user_id)
+        await user_service.ensure_another_superuser(session, losing=user_id)
     user = await _fresh_user(session, user_id)
     was_active = user.is_active
     applied = apply_changes(user, changes)
@@ -147,34 +129,12 @@ async def update_user(
 
 async def delete_user(
     session: AsyncSession, *, actor: User, user_id: uuid.UUID, force: bool, ip_address: str | None
-) -> None:
-    """Delete a user (their sessions, memberships, profile and ledger go with them).
-
-    Organizations they own alone are not orphaned: SoleOwnerError, unless ``force`` deletes them too.
-    """
-    user = await _fresh_user(session, user_id)
-    if user.is_superuser and user.is_active:
-        await _ensure_another_superuser(session, losing=user_id)
-    org_ids = await org_service.sole_owned_org_ids(session, user_id)
-    if org_ids and not force:
-        raise SoleOwnerError()
-    for org_id in org_ids:
-        await org_service.delete_org(session, org_id, actor.id, ip_address=ip_address)
-    ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.USER_DELETED)
-    await audit.record(
-        session,
-        "admin.user_deleted",
-        actor_id=actor.id,
-        subject_user_id=user_id,
-        ip_address=ip_address,
-        details={
-            "email": user.email,
-            "sessions_ended": len(ended),
-            "deleted_org_ids": [str(org_id) for org_id in org_ids],
-        },
+) -> lifecycle.Deletion:
+    """The self-service deletion's implementation (app/users/lifecycle.py), by an admin: the same rules, and
+    ``force`` also deletes the organizations where the user is the last owner and others remain."""
+    return await lifecycle.delete_account(
+        session, user_id=user_id, actor_id=actor.id, force=force, ip_address=ip_address
     )
-    await session.delete(user)
-    await session.flush()
 
 
 async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[AuthSession]:

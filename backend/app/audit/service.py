@@ -5,7 +5,23 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, FromClause, Insert, Select, String, Table, func, insert, literal, select, text
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Insert,
+    Select,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit.models import AuditEvent
@@ -144,3 +160,69 @@ async def list_events(
         query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
     )
     return list(rows), int(total or 0)
+
+
+# --- erasure (app/users/lifecycle.py) ---------------------------------------------------------------------
+
+ERASED = "[deleted]"
+"""What replaces a deleted user's address in the events that stay."""
+
+# Events that may name an address typed by someone else, with no user id to link them to the account: a failed
+# sign-in with an address that had no account yet, an invitation to an address before it registered.
+UNLINKED_ADDRESS_ACTIONS = ("auth.login_failed", "invitation.created", "invitation.revoked")
+
+# The user's own earlier and requested addresses are in these events of theirs (details keys).
+_ADDRESS_HISTORY = {"user.email_changed": ("from", "to"), "user.email_change_requested": ("email",)}
+
+SCRUB_BATCH = 500
+
+
+def _erase(value: Any, addresses: set[str]) -> Any:
+    if isinstance(value, str):
+        return ERASED if value.strip().lower() in addresses else value
+    if isinstance(value, dict):
+        return {key: _erase(item, addresses) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_erase(item, addresses) for item in value]
+    return value
+
+
+async def _addresses_of(session: AsyncSession, user_id: uuid.UUID, current: str) -> set[str]:
+    addresses = {current.lower()}
+    rows = await session.execute(
+        select(AuditEvent.action, AuditEvent.details).where(
+            AuditEvent.subject_user_id == user_id, AuditEvent.action.in_(tuple(_ADDRESS_HISTORY))
+        )
+    )
+    for action, details in rows:
+        for key in _ADDRESS_HISTORY[action]:
+            value = (details or {}).get(key)
+            if isinstance(value, str) and "@" in value:
+                addresses.add(value.strip().lower())
+    return addresses
+
+
+async def erase_addresses(session: AsyncSession, *, user_id: uuid.UUID, email: str) -> int:
+    """Remove a deleted user's addresses (the current one, and earlier or requested ones their events name)
+    from the audit log, keeping the events: every value equal to one of them becomes ``[deleted]``, in the
+    events linked to the user (actor or subject: their indexes) and in the few kinds of events that name an
+    address without a user id (``UNLINKED_ADDRESS_ACTIONS``: the index on ``action``). Returns how many events
+    changed. Ids stay (they name nobody once the account is gone); so do IP addresses (the contract keeps
+    the events, without the email)."""
+    addresses = await _addresses_of(session, user_id, email)
+    linked = or_(AuditEvent.actor_id == user_id, AuditEvent.subject_user_id == user_id)
+    mentions = AuditEvent.details.cast(Text).like("%@%")  # only events naming an address at all
+    unlinked = AuditEvent.action.in_(UNLINKED_ADDRESS_ACTIONS) & AuditEvent.details["email"].as_string().in_(
+        sorted(addresses)
+    )
+    changed: list[dict[str, Any]] = []
+    for where in (linked & mentions, unlinked):
+        rows = await session.execute(select(AuditEvent.id, AuditEvent.details).where(where))
+        for event_id, details in rows:
+            erased = _erase(details or {}, addresses)
+            if erased != details:
+                changed.append({"event_id": event_id, "erased": erased})
+    statement = update(_TABLE).where(_TABLE.c.id == bindparam("event_id")).values(details=bindparam("erased"))
+    for start in range(0, len(changed), SCRUB_BATCH):
+        await session.execute(statement, changed[start : start + SCRUB_BATCH])
+    return len({row["event_id"] for row in changed})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import jwt
@@ -42,6 +42,8 @@ class Principal:
     # The assurance level: of this API's session (read fresh with it, so a session raised to aal2 by confirming
     # MFA counts at once), or the Supabase token's own ``aal`` claim.
     aal: str = "aal1"
+    # When a Supabase token was issued (``iat``): deleting the account needs a recent one. None for own tokens.
+    issued_at: datetime | None = None
 
     @property
     def has_mfa(self) -> bool:
@@ -124,10 +126,10 @@ async def _resolve(request: Request, token: str | None) -> Principal:
     if verified.get(token) is not None or is_own_token(settings, token):
         principal = await _own_principal(identity_store(request), settings, token, verified)
     else:
-        user, aal = await supabase.authenticate(request, token)
+        user, identity = await supabase.authenticate(request, token)
         if not user.is_active:
             raise InactiveUserError()
-        principal = Principal(user=user, session_id=None, aal=aal)
+        principal = Principal(user=user, session_id=None, aal=identity.aal, issued_at=identity.issued_at)
     request.state.user_id = principal.user.id
     request.state.principal = principal
     return principal

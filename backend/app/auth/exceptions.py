@@ -113,3 +113,17 @@ class MfaTokenInvalidError(Unauthenticated):
 
 class MfaRequiredError(Forbidden):
     code, detail = "mfa_required", "This needs a session signed in with a second factor (aal2)."
+
+
+class AccountDeletedError(Unauthenticated):
+    """A Supabase token issued before its account here was deleted (app/users/lifecycle.py): never the key to a
+    silently re-created account. A token issued after the deletion (signing in again) may create a new one."""
+
+    code, detail = "account_deleted", "This account was deleted; sign in again to start a new one."
+
+
+class ReauthenticationRequiredError(Unauthenticated):
+    """A sensitive action (deleting the account) needs a recent proof: the current password (own accounts), or
+    a Supabase token issued in the last few minutes."""
+
+    code, detail = "reauthentication_required", "Confirm it is you: sign in again, then retry within 5 minutes."

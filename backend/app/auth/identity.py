@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -28,7 +28,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 
 from app.auth.models import AuthSession
 from app.core.driver import Driver, DriverStatement
-from app.users.models import User
+from app.users.models import DeletedSupabaseIdentity, User
 
 USER_COLUMNS = tuple(User.__table__.columns.keys())
 
@@ -66,6 +66,12 @@ class IdentityStore:
         self._supabase_user = DriverStatement(
             engine.dialect, select(*user_columns).where(User.supabase_id == bindparam("supabase_id"))
         )
+        self._supabase_deleted_at = DriverStatement(
+            engine.dialect,
+            select(DeletedSupabaseIdentity.deleted_at).where(
+                DeletedSupabaseIdentity.supabase_id == bindparam("supabase_id")
+            ),
+        )
         self._touch = DriverStatement(
             engine.dialect,
             update(AuthSession).where(AuthSession.id == bindparam("session_id")).values(last_used_at=bindparam("now")),
@@ -93,6 +99,13 @@ class IdentityStore:
         row = await self._fetch_row(self._supabase_user, {"supabase_id": supabase_id})
         return None if row is None else detached_user(row)
 
+    async def supabase_deleted_at(self, supabase_id: uuid.UUID) -> datetime | None:
+        """When the account of this Supabase user was deleted here (its tombstone), or None."""
+        row = await self._fetch_row(self._supabase_deleted_at, {"supabase_id": supabase_id})
+        if row is None:
+            return None
+        return _aware(row[0])
+
     async def touch_session(self, session_id: uuid.UUID, now: datetime) -> None:
         """``last_used_at = now``: one statement, committed at once (it is bookkeeping, not the request's work)."""
         params = {"session_id": session_id, "now": now}
@@ -102,6 +115,11 @@ class IdentityStore:
             return
         async with self.engine.begin() as connection:
             await connection.execute(self._touch.statement, params)
+
+
+def _aware(value: datetime) -> datetime:
+    """asyncpg reads timestamptz as aware; SQLite's Core path goes through UTCDateTime (aware too)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 _USER_MANAGER = manager_of_class(User)

@@ -40,6 +40,7 @@ class AuthSession(Base):
     __table_args__ = (
         Index("ix_auth_sessions_user_id_created_at", "user_id", "created_at"),
         Index("ix_auth_sessions_expires_at", "expires_at"),
+        Index("ix_auth_sessions_revoked_at", "revoked_at"),  # cleanup (app/cleanup.py)
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
@@ -70,7 +71,11 @@ class EmailToken(Base):
     """Single-use verification and reset tokens, stored as SHA-256 hashes only."""
 
     __tablename__ = "email_tokens"
-    __table_args__ = (Index("ix_email_tokens_user_id_purpose", "user_id", "purpose"),)
+    __table_args__ = (
+        Index("ix_email_tokens_user_id_purpose", "user_id", "purpose"),
+        Index("ix_email_tokens_expires_at", "expires_at"),  # cleanup (app/cleanup.py)
+        Index("ix_email_tokens_used_at", "used_at"),  # cleanup
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

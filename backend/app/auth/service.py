@@ -123,7 +123,8 @@ async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await session.scalar(
         select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
     )
-    assert user is not None  # the caller was resolved from this row a moment ago
+    if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py): the sign-in is void
+        raise InvalidCredentialsError("This account no longer exists.")
     return user
 
 
@@ -411,6 +412,28 @@ async def check_current_password(user: User, password: str) -> None:
         raise WrongPasswordError()
 
 
+async def reauthenticate(
+    session: AsyncSession, *, user: User, password: str, failed_action: str, ip_address: str | None
+) -> None:
+    """The current password of an own account, asked again before a change that a stolen access token alone
+    must not make (email change, account deletion). Wrong: the attempt is audited as ``failed_action`` (committed,
+    it must outlive the answer) and 401 ``invalid_credentials``."""
+    assert user.hashed_password is not None
+    ok, _ = await security.verify_password(password, user.hashed_password)
+    if ok:
+        return
+    await audit.record(
+        session,
+        failed_action,
+        actor_id=user.id,
+        subject_user_id=user.id,
+        ip_address=ip_address,
+        details={"reason": "password"},
+    )
+    await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
+    raise InvalidCredentialsError("The current password is incorrect.")
+
+
 async def change_password(
     session: AsyncSession,
     *,
@@ -614,19 +637,9 @@ async def request_email_change(
     the caller's own included: 409 ``email_taken``. A new request spends the older change links."""
     if not is_own_account(user):
         raise ManagedBySupabaseError()
-    assert user.hashed_password is not None
-    ok, _ = await security.verify_password(current_password, user.hashed_password)
-    if not ok:
-        await audit.record(
-            session,
-            "user.email_change_failed",
-            actor_id=user.id,
-            subject_user_id=user.id,
-            ip_address=ip_address,
-            details={"reason": "password"},
-        )
-        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
-        raise InvalidCredentialsError("The current password is incorrect.")
+    await reauthenticate(
+        session, user=user, password=current_password, failed_action="user.email_change_failed", ip_address=ip_address
+    )
     if new_email == user.email or await user_service.find_user_by_email(session, new_email) is not None:
         raise EmailTakenError()
     token = await create_email_token(

@@ -31,6 +31,7 @@ from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.exceptions import (
     AccessTokenExpiredError,
+    AccountDeletedError,
     AccountExistsError,
     AnonymousUserError,
     InvalidAccessTokenError,
@@ -61,6 +62,7 @@ class SupabaseIdentity:
     email_verified: bool
     full_name: str | None
     is_anonymous: bool
+    issued_at: datetime  # iat: re-authentication (DELETE /users/me), tokens of deleted accounts
     aal: str = "aal1"  # Supabase's own assurance level claim: aal2 after its MFA step
 
     @property
@@ -176,6 +178,14 @@ def _full_name(claims: dict[str, Any]) -> str | None:
     return None
 
 
+def _issued_at(value: Any) -> datetime:
+    """``iat`` (required, so present; pyjwt has checked it is a number)."""
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise InvalidAccessTokenError() from exc
+
+
 def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> SupabaseIdentity:
     """Only user tokens pass: role ``authenticated``, a UUID ``sub``, anonymous users only when allowed."""
     if claims.get("role") != USER_ROLE:
@@ -195,6 +205,7 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
         full_name=_full_name(claims),
         is_anonymous=is_anonymous,
         aal="aal2" if claims.get("aal") == "aal2" else "aal1",
+        issued_at=_issued_at(claims.get("iat")),
     )
 
 
@@ -279,17 +290,31 @@ async def verified_identity(request: Request, token: str) -> SupabaseIdentity:
     return identity
 
 
-async def authenticate(request: Request, token: str) -> tuple[User, str]:
-    """The local user of a Supabase token, with the token's assurance level (``aal1``/``aal2``). A known user is
+async def _refuse_deleted(store: IdentityStore, identity: SupabaseIdentity) -> None:
+    """401 ``account_deleted`` for a token issued before its account here was deleted (the tombstone)."""
+    deleted_at = await store.supabase_deleted_at(identity.user_id)
+    if deleted_at is not None and identity.issued_at <= deleted_at:
+        raise AccountDeletedError()
+
+
+async def authenticate(request: Request, token: str) -> tuple[User, SupabaseIdentity]:
+    """The local user of a Supabase token, with the identity it asserts (``aal``, ``issued_at``). A known user is
     one lookup outside the request's transaction (app/auth/identity.py); first sight (provisioning, a merge) or a
     newly verified email is written in a short transaction of its own, committed before the request goes on (or
-    rolled back, e.g. 409 account_exists)."""
+    rolled back, e.g. 409 account_exists).
+
+    A token issued before the account it names existed (no account, or one created after the token) is first
+    checked against the tombstones of deleted accounts: an account deleted here is not provisioned again by a
+    token from before the deletion (401 ``account_deleted``). Known users with tokens issued after their account
+    was created, the hot path, never pay that lookup."""
     identity = await verified_identity(request, token)
     store: IdentityStore = request.app.state.identity
     user = await store.supabase_user(identity.user_id)
+    if user is None or identity.issued_at < user.created_at:
+        await _refuse_deleted(store, identity)
     if user is not None and not _needs_write(user, identity):
-        return user, identity.aal
+        return user, identity
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session, session.begin():
         user = await resolve_user(session, identity, ip_address=client_ip(request))
-    return user, identity.aal
+    return user, identity

@@ -4,12 +4,13 @@ from app.audit.models import AuditEvent
 from app.auth.models import AuthSession, EmailToken, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.credits.models import CreditTransaction
 from app.orgs.models import Invitation, Membership, Organization
-from app.users.models import Profile, User
+from app.users.models import DeletedSupabaseIdentity, Profile, User
 
 __all__ = [
     "AuditEvent",
     "AuthSession",
     "CreditTransaction",
+    "DeletedSupabaseIdentity",
     "EmailToken",
     "Invitation",
     "Membership",

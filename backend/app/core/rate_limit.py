@@ -73,9 +73,10 @@ _RESET_REQUEST = (
     Limit("reset-email", "RATE_LIMIT_EMAIL", KeyKind.EMAIL),
 )
 
-# THE table: path under API_V1_PREFIX -> its limits (any method). A path ending in "/" covers every path
-# below it that has no row of its own. Every other path under the prefix gets DEFAULT_RULE; paths outside
-# it (/health, /health/live, /docs, /redoc and their assets) are never limited.
+# THE table: path under API_V1_PREFIX -> its limits (any method; "METHOD /path" for one method only, which
+# wins over the path's own row). A path ending in "/" covers every path below it that has no row of its own.
+# Every other path under the prefix gets DEFAULT_RULE; paths outside it (/health, /health/live, /docs, /redoc
+# and their assets) are never limited.
 RULES: dict[str, Rule] = {
     "/auth/login": Rule(_LOGIN, email_field="email"),
     "/auth/token": Rule(_LOGIN, email_field="username"),  # the OAuth2 form: same buckets as /auth/login
@@ -101,6 +102,15 @@ RULES: dict[str, Rule] = {
         )
     ),
     "/users/me/email/confirm": Rule((Limit("email-change-confirm", "RATE_LIMIT_EMAIL", KeyKind.IP),)),
+    # Checks the current password (like /auth/password); the user's whole account is at stake.
+    "DELETE /users/me": Rule(
+        (
+            Limit("account-delete", "RATE_LIMIT_PASSWORD", KeyKind.IP),
+            Limit("account-delete-user", "RATE_LIMIT_PASSWORD", KeyKind.USER),
+        )
+    ),
+    # Reads the user's whole history (every ledger row, every audit event): a few per minute are plenty.
+    "GET /users/me/export": Rule((Limit("export", "RATE_LIMIT_EXPORT", KeyKind.USER),)),
     "/auth/mfa/verify": Rule(_MFA, mfa_token_field="mfa_token"),
     "/auth/mfa/": Rule(_MFA),  # enrol, confirm, disable: the same buckets (each takes a code or a password)
 }
@@ -398,7 +408,14 @@ class RateLimitMiddleware:
         self.prefix = settings.API_V1_PREFIX
         self.max_body = settings.MAX_BODY_SIZE
         # Parsing here makes a malformed limit string fail at start, not on the first request.
-        self.rules = {f"{self.prefix}{path}": self._compile(rule) for path, rule in RULES.items()}
+        self.rules: dict[str, _Compiled] = {}
+        self.method_rules: dict[tuple[str, str], _Compiled] = {}  # ("DELETE", "/api/v1/users/me")
+        for key, rule in RULES.items():
+            method, _, path = key.rpartition(" ")
+            if method:
+                self.method_rules[(method, f"{self.prefix}{path}")] = self._compile(rule)
+            else:
+                self.rules[f"{self.prefix}{path}"] = self._compile(rule)
         self.prefix_rules = [(path, rule) for path, rule in self.rules.items() if path.endswith("/")]
         self.default = self._compile(DEFAULT_RULE)
         self.users = UserKeys(settings)
@@ -427,7 +444,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
-        rule = self.rule_for(scope["path"])
+        rule = self.method_rules.get((scope["method"], scope["path"])) or self.rule_for(scope["path"])
         if rule is None:
             await self.app(scope, receive, send)
             return

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     RATE_LIMIT_PASSWORD: str = "10/minute"
     RATE_LIMIT_EMAIL: str = "10/minute"
     RATE_LIMIT_MFA: str = "10/minute"  # /auth/mfa/*, per IP and per user (a 6-digit code must not be guessable)
+    RATE_LIMIT_EXPORT: str = "5/minute"  # GET /users/me/export, per user
     RATE_LIMIT_DEFAULT: str = "600/minute"
 
     EMAIL_BACKEND: EmailBackend = EmailBackend.CONSOLE
@@ -137,6 +138,8 @@ class Settings(BaseSettings):
     AUTH_REFRESH_COOKIE: bool = False
 
     DEFAULT_CREDITS: int = Field(default=1000, ge=0)
+
+    AUDIT_RETENTION_DAYS: int = Field(default=365, ge=1)  # cleanup deletes older audit events (app/cleanup.py)
 
     GC_TUNING: bool = True  # freeze the start-up heap, collect the young generation less often (app/core/heap.py)
 

@@ -38,3 +38,13 @@ class InvitationNotFoundError(NotFound):
 
 class InvitationEmailMismatchError(Forbidden):
     code, detail = "invitation_email_mismatch", "This invitation was sent to another email address."
+
+
+class SoleOwnerError(Conflict):
+    """Deleting a user who is the last owner of an organization where others remain (app/users/lifecycle.py)."""
+
+    code, detail = (
+        "sole_owner",
+        "This account is the last owner of an organization with other members: transfer its ownership (or "
+        "delete the organization) first. Admins may delete such organizations with the user (?force=true).",
+    )

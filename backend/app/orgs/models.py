@@ -45,7 +45,11 @@ class Membership(Base):
 
 class Invitation(Base):
     __tablename__ = "invitations"
-    __table_args__ = (Index("ix_invitations_org_id_created_at", "org_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_invitations_org_id_created_at", "org_id", "created_at"),
+        Index("ix_invitations_expires_at", "expires_at"),  # cleanup (app/cleanup.py)
+        Index("ix_invitations_invited_by", "invited_by"),  # deleting a user deletes the invitations they sent
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     org_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("organizations.id", ondelete="CASCADE"))

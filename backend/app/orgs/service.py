@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -631,15 +631,57 @@ async def list_user_memberships(session: AsyncSession, user_id: uuid.UUID) -> li
     ]
 
 
-async def sole_owned_org_ids(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    """Organizations where this user is the only owner (deleting the user would orphan them)."""
-    other = aliased(Membership)
-    another_owner = exists().where(
-        other.org_id == Membership.org_id, other.role == OrgRole.OWNER, other.user_id != user_id
-    )
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """What deleting a user does to the organizations they belong to (app/users/lifecycle.py), decided with
+    those organizations locked: ``alone`` are theirs only (deleted with them); in ``sole_owner`` they are the
+    last owner while others remain (409 ``sole_owner``, or deleted too when an admin forces it); from every
+    other organization their membership simply goes."""
+
+    alone: list[uuid.UUID]
+    sole_owner: list[uuid.UUID]
+
+
+async def lock_orgs_of(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """Lock every organization ``user_id`` belongs to, in id order (two such lockers never deadlock), with the
+    lock the last-owner rule takes (``_lock_org``: ``FOR NO KEY UPDATE``): a transfer, demotion, removal or
+    departure in those organizations runs wholly before or wholly after the caller's transaction. Returns the
+    locked ids (an organization deleted meanwhile is not among them)."""
+    member_of = select(Membership.org_id).where(Membership.user_id == user_id).scalar_subquery()
     rows = await session.scalars(
-        select(Membership.org_id)
-        .where(Membership.user_id == user_id, Membership.role == OrgRole.OWNER, ~another_owner)
-        .order_by(Membership.org_id)
+        select(Organization.id)
+        .where(Organization.id.in_(member_of))
+        .order_by(Organization.id)
+        .with_for_update(key_share=True)
     )
     return list(rows)
+
+
+async def departure(session: AsyncSession, user_id: uuid.UUID) -> Departure:
+    """The user's organizations by what their leaving does; call with them locked (``lock_orgs_of``)."""
+    other = aliased(Membership)
+    others = (
+        select(func.count())
+        .where(other.org_id == Membership.org_id, other.user_id != user_id)
+        .correlate(Membership)
+        .scalar_subquery()
+    )
+    other_owners = (
+        select(func.count())
+        .where(other.org_id == Membership.org_id, other.user_id != user_id, other.role == OrgRole.OWNER)
+        .correlate(Membership)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        select(Membership.org_id, Membership.role, others, other_owners)
+        .where(Membership.user_id == user_id)
+        .order_by(Membership.org_id)
+    )
+    alone: list[uuid.UUID] = []
+    sole_owner: list[uuid.UUID] = []
+    for org_id, role, n_others, n_other_owners in rows:
+        if not n_others:
+            alone.append(org_id)
+        elif policy.removes_last_owner(OrgRole(role), None, other_owners=int(n_other_owners)):
+            sole_owner.append(org_id)
+    return Departure(alone=alone, sole_owner=sole_owner)

@@ -15,3 +15,7 @@ class ManagedBySupabaseError(Conflict):
 
 class ProfileNotFoundError(NotFound):
     code, detail = "profile_not_found", "No profile exists yet; create it with POST /profile."
+
+
+class LastSuperuserError(Conflict):
+    code, detail = "last_superuser", "The last active superuser cannot be demoted, deactivated or deleted."

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Uuid, false
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, new_id, utcnow
@@ -47,3 +47,19 @@ class Profile(Base):
     credits: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeletedSupabaseIdentity(Base):
+    """A tombstone: the Supabase user (token ``sub``) whose account here was deleted, and when.
+
+    A Supabase access token stays valid until it expires, whatever happens here; without this row the next
+    request with a token issued before the deletion would provision the account again (app/auth/supabase.py).
+    Tokens issued before ``deleted_at`` are refused (401 ``account_deleted``); a token issued afterwards (the
+    person signed in again) may create a new account. Cleanup drops tombstones after TOMBSTONE_DAYS.
+    """
+
+    __tablename__ = "deleted_supabase_identities"
+    __table_args__ = (Index("ix_deleted_supabase_identities_deleted_at", "deleted_at"),)
+
+    supabase_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from app.auth import mail
 from app.auth import service as auth_service
@@ -9,8 +10,11 @@ from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.schemas import ACCEPTED, Accepted
 from app.core.settings import SettingsDep
+from app.users import lifecycle
 from app.users import service as user_service
 from app.users.schemas import (
+    AccountDelete,
+    AccountExport,
     EmailChangeConfirm,
     EmailChangeRequest,
     ProfileCreate,
@@ -35,6 +39,59 @@ async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) ->
     """Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422)."""
     user = await user_service.update_me(session, user=user, changes=body)
     return UserRead.model_validate(user)
+
+
+@router.delete(
+    "/users/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="users-me-delete",
+)
+async def delete_me(
+    principal: CurrentPrincipal, ctx: RequestContextDep, session: SessionDep, body: AccountDelete | None = None
+) -> Response:
+    """Delete the caller's account for good, after re-authentication: ``current_password`` for own accounts
+    (401 ``invalid_credentials`` when wrong), a Supabase token issued in the last 5 minutes for Supabase users
+    (401 ``reauthentication_required`` otherwise, also for an own account sending no password).
+
+    Deleted at once: the user, profile, sessions (every access and refresh token is refused on its next use,
+    on every worker), email tokens, MFA data, memberships, the invitations they sent, the credit ledger, and the
+    organizations they alone belong to. Audit events stay, without the email. 409 ``sole_owner`` while they are
+    the last owner of an organization with other members (transfer ownership first); 409 ``last_superuser``.
+    A Supabase token issued before the deletion is refused afterwards (401 ``account_deleted``)."""
+    await lifecycle.check_reauthentication(
+        session, principal, current_password=body.current_password if body else None, ip_address=ctx.ip_address
+    )
+    await lifecycle.delete_account(
+        session, user_id=principal.user.id, actor_id=principal.user.id, ip_address=ctx.ip_address
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/users/me/export",
+    operation_id="users-me-export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "model": AccountExport,
+            "description": "The account export, as a download (`Content-Disposition: attachment`)",
+            "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment"}},
+        },
+    },
+)
+async def export_me(user: CurrentUser, request: Request) -> StreamingResponse:
+    """Everything kept about the caller as one JSON document (``AccountExport``), downloaded as a file: account,
+    profile, MFA state (never its secret or codes), sessions, memberships, invitations sent, the whole credit
+    ledger and the audit events the caller did or that are about them. No password hash, token or token hash.
+    Streamed: large ledgers are read and written 1,000 rows at a time from one consistent snapshot."""
+    return StreamingResponse(
+        lifecycle.export_document(request.app.state.engine, user.id),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{lifecycle.export_filename(user.id)}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.post(

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, PlainSerializer, UrlConstraints
 
+from app.audit.schemas import AuditEventRead
 from app.auth.schemas import PasswordIn
 from app.core.schemas import Email, StrictModel
 from app.users.models import AuthProvider
@@ -72,3 +73,103 @@ class ProfileCreate(StrictModel):
 class ProfileUpdate(StrictModel):
     full_name: Annotated[str | None, Field(max_length=255)] = None
     avatar_url: AvatarUrl | None = None
+
+
+class AccountDelete(StrictModel):
+    """Re-authentication for ``DELETE /users/me``: the current password of an own account. Supabase users send
+    no body (or ``{}``): their token must have been issued in the last 5 minutes instead."""
+
+    current_password: PasswordIn | None = None
+
+
+# --- the account export (GET /users/me/export): documents the streamed JSON; tests validate it ------------
+
+
+class _Export(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExportUser(UserRead):
+    model_config = ConfigDict(extra="forbid")
+
+    supabase_id: uuid.UUID | None
+    updated_at: datetime
+
+
+class ExportProfile(_Export):
+    full_name: str | None
+    avatar_url: str | None
+    credits: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExportMfa(_Export):
+    enabled: bool
+    enrolled_at: datetime | None
+    recovery_codes_left: int
+
+
+class ExportMembership(_Export):
+    org_id: uuid.UUID
+    name: str
+    slug: str
+    role: str
+    joined_at: datetime
+
+
+class ExportInvitation(_Export):
+    id: uuid.UUID
+    org_id: uuid.UUID
+    email: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ExportSession(_Export):
+    id: uuid.UUID
+    device_name: str | None
+    user_agent: str | None
+    ip_address: str | None
+    aal: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+class ExportLedgerEntry(_Export):
+    id: uuid.UUID
+    amount: int
+    balance_after: int
+    reason: str
+    actor_id: uuid.UUID | None
+    idempotency_key: str | None
+    created_at: datetime
+
+
+class ExportAuditEvent(AuditEventRead):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountExport(_Export):
+    """Everything kept about the caller, oldest first within each list. No password hash, token, token hash,
+    MFA secret or recovery code is ever part of it."""
+
+    format: Literal["organizations-api/account-export"]
+    version: Literal[1]
+    exported_at: datetime
+    user: ExportUser
+    profile: ExportProfile | None
+    mfa: ExportMfa
+    memberships: list[ExportMembership]
+    invitations_sent: list[ExportInvitation]
+    sessions: list[ExportSession] = Field(description="This API's sessions, live and ended (until cleanup).")
+    credit_ledger: list[ExportLedgerEntry]
+    audit_events: list[ExportAuditEvent] = Field(
+        description="Events the caller did (actor), then events about the caller done by others (subject)."
+    )

@@ -13,7 +13,7 @@ from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.updates import apply_changes
 from app.credits.models import CreditTransaction
-from app.users.exceptions import EmailTakenError, ProfileNotFoundError, UserNotFoundError
+from app.users.exceptions import EmailTakenError, LastSuperuserError, ProfileNotFoundError, UserNotFoundError
 from app.users.models import AuthProvider, Profile, User
 from app.users.schemas import ProfileUpdate, UserUpdate
 
@@ -29,6 +29,29 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     if user is None:
         raise UserNotFoundError()
     return user
+
+
+async def _lock_active_superusers(session: AsyncSession) -> set[uuid.UUID]:
+    """Ids of the active superusers, their rows locked (PostgreSQL) until the transaction ends.
+
+    Two superusers demoting, deactivating or deleting each other at once are serialized here: the second
+    one re-reads the rows after the first commits and sees who is left. ``FOR NO KEY UPDATE``: rows that
+    reference a superuser (a session, an invitation they send) can still be inserted meanwhile.
+    """
+    rows = await session.scalars(
+        select(User.id)
+        .where(User.is_superuser.is_(True), User.is_active.is_(True))
+        .order_by(User.id)
+        .with_for_update(key_share=True)
+    )
+    return set(rows)
+
+
+async def ensure_another_superuser(session: AsyncSession, *, losing: uuid.UUID) -> None:
+    """409 ``last_superuser`` when ``losing`` is the last active superuser (demoted, deactivated or deleted)."""
+    active = await _lock_active_superusers(session)
+    if losing in active and not active - {losing}:
+        raise LastSuperuserError()
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:

@@ -310,17 +310,31 @@ class TestDeleteUser:
         admin = await superuser(app)
         target = await create_user(app)
         org_id = await create_org(client, target)
+        await add_member(client, org_id, target, await create_user(app), "member")
         response = await client.delete(f"{ADMIN}/users/{target.id}", headers=admin.headers)
         assert response.status_code == 409
         assert response.json()["code"] == "sole_owner"
         assert await load_user(app, target.id) is not None
         assert await org_exists(app, org_id)
 
+    async def test_org_they_alone_belong_to_goes_with_them(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        """The self-service rule (one implementation, app/users/lifecycle.py): nobody else loses anything."""
+        admin = await superuser(app)
+        target = await create_user(app)
+        org_id = await create_org(client, target)
+        response = await client.delete(f"{ADMIN}/users/{target.id}", headers=admin.headers)
+        assert response.status_code == 204
+        assert not await org_exists(app, org_id)
+        [event] = await events(app, "admin.user_deleted")
+        assert event.details["deleted_org_ids"] == [org_id]
+        assert target.email not in str(event.details)
+
     async def test_force_deletes_solely_owned_orgs(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         admin = await superuser(app)
         target = await create_user(app)
         co_owner = await create_user(app)
         sole = await create_org(client, target, "Sole")
+        await add_member(client, sole, target, await create_user(app), "admin")
         shared = await create_org(client, target, "Shared")
         await add_member(client, shared, target, co_owner, "owner")
         response = await client.delete(f"{ADMIN}/users/{target.id}", params={"force": "true"}, headers=admin.headers)
