@@ -25,6 +25,8 @@ class AuditEvent(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     action: Mapped[str] = mapped_column(String(64))
     actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # The organization API key that acted (actor_id is then the key's creator); None for a person.
+    actor_api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     subject_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     org_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     ip_address: Mapped[str | None] = mapped_column(String(64), default=None)

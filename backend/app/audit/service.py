@@ -38,6 +38,8 @@ _SECRET_KEYS = {
     "hashed_password",
     "secret",
     "csrf_token",
+    "key",
+    "api_key",
 }
 
 
@@ -60,6 +62,7 @@ async def record(
     org_id: uuid.UUID | None = None,
     ip_address: str | None = None,
     details: dict[str, Any] | None = None,
+    actor_api_key_id: uuid.UUID | None = None,
 ) -> AuditEvent:
     """Write one event in the caller's transaction: it commits, or rolls back, with the change it describes.
 
@@ -67,11 +70,13 @@ async def record(
     CPU than the insert itself (about 0.9 ms per request when the event was the only object flushed, 0.25 ms next
     to others), for the same one round trip. ``session`` may also be a Core connection (a spend on SQLite,
     app/credits/service.py). The returned event holds what was written; it is not attached to the session.
+    ``actor_api_key_id`` names the organization API key that acted (``actor_id`` is then its creator).
     """
     values = {
         "id": new_id(),
         "action": action,
         "actor_id": actor_id,
+        "actor_api_key_id": actor_api_key_id,
         "subject_user_id": subject_user_id,
         "org_id": org_id,
         "ip_address": ip_address,

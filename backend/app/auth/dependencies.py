@@ -1,4 +1,8 @@
-"""Who is calling: ``CurrentUser`` accepts this API's access tokens and Supabase access tokens."""
+"""Who is calling: ``CurrentUser`` accepts this API's access tokens and Supabase access tokens.
+
+A third kind of bearer credential, an organization API key (``oak_…``), is resolved here too, but only
+``CurrentCaller`` (the organization guard's, app/orgs/dependencies.py) accepts it: every other dependency answers
+a key with 403 ``api_key_not_allowed``, so a route admits keys only by going through that guard."""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from fastapi.security import OAuth2PasswordBearer
 from app.auth import supabase
 from app.auth.exceptions import (
     AccessTokenExpiredError,
+    ApiKeyNotAllowedError,
     InactiveUserError,
     InvalidAccessTokenError,
+    InvalidApiKeyError,
     MfaRequiredError,
     NotAuthenticatedError,
     NotOwnSessionError,
@@ -27,6 +33,7 @@ from app.core.db import utcnow
 from app.core.errors import Forbidden
 from app.core.settings import Settings, SettingsDep
 from app.core.token_cache import VerifiedTokens
+from app.orgs import policy
 from app.users.models import User
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -35,15 +42,26 @@ TOKEN_URL = "/api/v1/auth/token"  # where Swagger UI's Authorize button logs in
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyCaller:
+    """An organization API key acting: its organization and role (the key's, never above its creator's)."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    role: str
+    name: str
+
+
 @dataclass(slots=True)
 class Principal:
-    user: User
-    session_id: uuid.UUID | None  # this API's session; None for Supabase tokens
+    user: User  # for an API key: its creator (the audit log's actor_id)
+    session_id: uuid.UUID | None  # this API's session; None for Supabase tokens and API keys
     # The assurance level: of this API's session (read fresh with it, so a session raised to aal2 by confirming
-    # MFA counts at once), or the Supabase token's own ``aal`` claim.
+    # MFA counts at once), or the Supabase token's own ``aal`` claim. A key has none (it is not a person).
     aal: str = "aal1"
     # When a Supabase token was issued (``iat``): deleting the account needs a recent one. None for own tokens.
     issued_at: datetime | None = None
+    api_key: ApiKeyCaller | None = None
 
     @property
     def has_mfa(self) -> bool:
@@ -113,17 +131,49 @@ async def _own_principal(
     return Principal(user=user, session_id=claims.session_id, aal=state.aal)
 
 
-async def _resolve(request: Request, token: str | None) -> Principal:
+async def _key_principal(store: IdentityStore, settings: Settings, token: str) -> Principal:
+    """An organization API key: format and tag checked without the database (a guessed or mistyped key costs no
+    query), then one lookup by its prefix that also reads the creator's current role, and a constant-time
+    comparison of the stored HMAC. Every way a key dies answers the same 401 ``invalid_api_key``."""
+    prefix = security.parse_api_key(settings, token)
+    found = await store.api_key(prefix) if prefix is not None else None
+    if found is None:
+        raise InvalidApiKeyError()
+    user, key = found
+    now = utcnow()
+    if (
+        not security.api_key_matches(settings, token, key.secret_hash)
+        or key.revoked_at is not None
+        or (key.expires_at is not None and key.expires_at <= now)
+        or not user.is_active
+        or not policy.keeps_api_keys(key.creator_role)
+    ):
+        raise InvalidApiKeyError()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        await store.touch_api_key(key.id, now, now - LAST_USED_RESOLUTION)
+    caller = ApiKeyCaller(id=key.id, org_id=key.org_id, role=key.role, name=key.name)
+    return Principal(user=user, session_id=None, api_key=caller)
+
+
+async def _resolve(request: Request, token: str | None, *, keys: bool = False) -> Principal:
     """The caller, read fresh on every request outside the request's transaction (app/auth/identity.py);
-    resolved once per request however many dependencies ask."""
+    resolved once per request however many dependencies ask. An API key only where ``keys`` (403 elsewhere)."""
     known: Principal | None = getattr(request.state, "principal", None)
-    if known is not None:
-        return known
+    if known is None:
+        known = await _resolve_token(request, token)
+    if known.api_key is not None and not keys:
+        raise ApiKeyNotAllowedError()
+    return known
+
+
+async def _resolve_token(request: Request, token: str | None) -> Principal:
     if not token:
         raise NotAuthenticatedError()
     settings: Settings = request.app.state.settings
     verified = verified_tokens(request)
-    if verified.get(token) is not None or is_own_token(settings, token):
+    if token.startswith(security.API_KEY_PREFIX):
+        principal = await _key_principal(identity_store(request), settings, token)
+    elif verified.get(token) is not None or is_own_token(settings, token):
         principal = await _own_principal(identity_store(request), settings, token, verified)
     else:
         user, identity = await supabase.authenticate(request, token)
@@ -164,8 +214,14 @@ class _UserScheme(_CallerScheme):
         return (await _resolve(request, await self.bearer_token(request))).user
 
 
+class _KeyCallerScheme(_CallerScheme):
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        return await _resolve(request, await self.bearer_token(request), keys=True)
+
+
 current_principal = _PrincipalScheme()
 current_user = _UserScheme()
+current_caller = _KeyCallerScheme()  # also an organization API key: the organization guard's alone
 
 
 async def own_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -193,6 +249,7 @@ async def optional_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentCaller = Annotated[Principal, Depends(current_caller)]  # a person or an organization API key
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 OwnPrincipal = Annotated[Principal, Depends(own_principal)]  # sessions of Supabase users are Supabase's
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -127,3 +127,14 @@ class ReauthenticationRequiredError(Unauthenticated):
     a Supabase token issued in the last few minutes."""
 
     code, detail = "reauthentication_required", "Confirm it is you: sign in again, then retry within 5 minutes."
+
+
+class InvalidApiKeyError(Unauthenticated):
+    """Unknown, malformed, revoked or expired, of a deleted organization, or of a creator who is no longer an
+    admin or owner there (or deactivated): one answer, so that a key's state does not leak."""
+
+    code, detail = "invalid_api_key", "The API key is invalid, expired or revoked."
+
+
+class ApiKeyNotAllowedError(Forbidden):
+    code, detail = "api_key_not_allowed", "Organization API keys cannot be used for this."

@@ -1,6 +1,7 @@
 """Who is calling, read outside the request's transaction: the hot path of every authenticated request.
 
-Resolving the caller is one indexed lookup (the session with its user, or a Supabase user by ``supabase_id``)
+Resolving the caller is one indexed lookup (the session with its user, a Supabase user by ``supabase_id``, or an
+organization API key by its prefix with its creator and the creator's current role in the key's organization)
 that must be fresh on every request: that is what makes revocation immediate on every worker. Run through the
 request's ORM session it cost the ORM's unit of work plus ``BEGIN`` and ``COMMIT`` round trips, most of a
 cheap request (docs/SCALING.md). Here each lookup is one statement, built and compiled once:
@@ -28,6 +29,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 
 from app.auth.models import AuthSession
 from app.core.driver import Driver, DriverStatement
+from app.orgs.models import ApiKey, Membership
 from app.users.models import DeletedSupabaseIdentity, User
 
 USER_COLUMNS = tuple(User.__table__.columns.keys())
@@ -42,6 +44,34 @@ class SessionState:
     expires_at: datetime
     last_used_at: datetime
     aal: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyState:
+    """An API key's row as its lookup reads it, with its creator's current role in the key's organization."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    name: str
+    role: str
+    secret_hash: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    creator_role: str
+
+
+_API_KEY_COLUMNS = (
+    ApiKey.id,
+    ApiKey.org_id,
+    ApiKey.name,
+    ApiKey.role,
+    ApiKey.secret_hash,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+    ApiKey.last_used_at,
+    Membership.role,
+)
 
 
 class IdentityStore:
@@ -71,6 +101,26 @@ class IdentityStore:
             select(DeletedSupabaseIdentity.deleted_at).where(
                 DeletedSupabaseIdentity.supabase_id == bindparam("supabase_id")
             ),
+        )
+        # The key, its creator, and the creator's membership of the key's organization: one statement, so that a
+        # creator who left or was demoted (or an organization deleted, which cascades to its keys and
+        # memberships) is seen on the key's very next use, on every worker, with nothing cached to invalidate.
+        self._api_key = DriverStatement(
+            engine.dialect,
+            select(*user_columns, *_API_KEY_COLUMNS)
+            .select_from(ApiKey)
+            .join(User, User.id == ApiKey.created_by)
+            .join(Membership, (Membership.org_id == ApiKey.org_id) & (Membership.user_id == ApiKey.created_by))
+            .where(ApiKey.prefix == bindparam("prefix")),
+        )
+        self._touch_api_key = DriverStatement(
+            engine.dialect,
+            update(ApiKey)
+            .where(
+                ApiKey.id == bindparam("key_id"),
+                ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at <= bindparam("stale_before")),
+            )
+            .values(last_used_at=bindparam("now")),
         )
         self._touch = DriverStatement(
             engine.dialect,
@@ -106,15 +156,38 @@ class IdentityStore:
             return None
         return _aware(row[0])
 
-    async def touch_session(self, session_id: uuid.UUID, now: datetime) -> None:
-        """``last_used_at = now``: one statement, committed at once (it is bookkeeping, not the request's work)."""
-        params = {"session_id": session_id, "now": now}
+    async def api_key(self, prefix: str) -> tuple[User, ApiKeyState] | None:
+        """The creator and state of the key with this prefix; None when there is no such key, or its creator is
+        no longer a member of its organization."""
+        row = await self._fetch_row(self._api_key, {"prefix": prefix})
+        if row is None:
+            return None
+        n = len(USER_COLUMNS)
+        key_id, org_id, *rest = row[n:]
+        state = ApiKeyState(_uuid(key_id), _uuid(org_id), *rest)
+        return detached_user(row[:n]), state
+
+    async def _write(self, statement: DriverStatement, params: dict[str, Any]) -> None:
+        """One statement, committed at once (bookkeeping, not the request's work)."""
         if self.driver is not None:
             async with self.driver.connection() as connection:
-                await connection.execute(self._touch.sql, *self._touch.args(params))
+                await connection.execute(statement.sql, *statement.args(params))
             return
         async with self.engine.begin() as connection:
-            await connection.execute(self._touch.statement, params)
+            await connection.execute(statement.statement, params)
+
+    async def touch_session(self, session_id: uuid.UUID, now: datetime) -> None:
+        """``last_used_at = now``."""
+        await self._write(self._touch, {"session_id": session_id, "now": now})
+
+    async def touch_api_key(self, key_id: uuid.UUID, now: datetime, stale_before: datetime) -> None:
+        """``last_used_at = now`` unless another request (on any worker) did so since ``stale_before``."""
+        await self._write(self._touch_api_key, {"key_id": key_id, "now": now, "stale_before": stale_before})
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    """asyncpg hands back its own UUID type; the rest of the app compares and hashes ``uuid.UUID``."""
+    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
 
 
 def _aware(value: datetime) -> datetime:

@@ -3,10 +3,11 @@
 from app.audit.models import AuditEvent
 from app.auth.models import AuthSession, EmailToken, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.credits.models import CreditTransaction
-from app.orgs.models import Invitation, Membership, Organization
+from app.orgs.models import ApiKey, Invitation, Membership, Organization
 from app.users.models import DeletedSupabaseIdentity, Profile, User
 
 __all__ = [
+    "ApiKey",
     "AuditEvent",
     "AuthSession",
     "CreditTransaction",

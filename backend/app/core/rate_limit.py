@@ -8,9 +8,10 @@ script); a blocked request costs one more (the key's TTL, for ``Retry-After``). 
 requests are served unlimited (fail open) and a warning is logged.
 
 Keys: the client IP (``scope["state"]["client_ip"]``, set by RequestContextMiddleware behind trusted proxies
-only; IPv6 grouped by /64), the user (the ``sub`` of a bearer token whose signature was checked here: this
-API's tokens, or Supabase HS256 tokens; on /auth/mfa/verify, the user an authentic ``mfa_token`` of the body
-names; anything else counts as anonymous, i.e. per IP), and, for login and password-reset requests, the email of
+only; IPv6 grouped by /64), the caller (the user: the ``sub`` of a bearer token whose signature was checked here:
+this API's tokens, or Supabase HS256 tokens; on /auth/mfa/verify, the user an authentic ``mfa_token`` of the body
+names; or the organization API key: an ``oak_`` key whose HMAC tag checks out, counted per key by its prefix;
+anything else counts as anonymous, i.e. per IP), and, for login and password-reset requests, the email of
 the body (hashed; the body is read once and replayed to the app).
 """
 
@@ -48,7 +49,7 @@ logger = logging.getLogger("app.rate_limit")
 
 class KeyKind(StrEnum):
     IP = "ip"
-    USER = "user"  # the verified user (bearer token, or the rule's mfa_token field); per IP when anonymous
+    USER = "user"  # the verified caller (user, or API key); per IP when anonymous
     EMAIL = "email"  # the email in the request body (JSON field, or form field for /auth/token)
 
 
@@ -318,20 +319,26 @@ def verified_subject(settings: Settings, token: str) -> tuple[str, float] | None
 
 
 class UserKeys:
-    """Token -> user id, with the signature checked once per token (pyjwt costs tens of microseconds, and a
-    client sends the same token for its whole lifetime); an expired token counts as anonymous again."""
+    """Token -> the caller's counter identity (``user:<id>``, or ``key:<prefix>`` for an organization API key),
+    with the signature (or the key's tag) checked once per token (pyjwt costs tens of microseconds, and a client
+    sends the same token for its whole lifetime); an expired token counts as anonymous again. A key is counted
+    per key whatever its state: whether it is revoked is the app's question (one lookup), not the limiter's."""
 
     def __init__(self, settings: Settings, size: int = 4096) -> None:
         self._lookup = functools.lru_cache(maxsize=size)(functools.partial(verified_subject, settings))
+        self._key = functools.lru_cache(maxsize=size)(functools.partial(security.parse_api_key, settings))
 
-    def user(self, headers: Headers) -> str | None:
+    def caller(self, headers: Headers) -> str | None:
         token = bearer_token(headers)
         if token is None or len(token) > 4096:
             return None
+        if token.startswith(security.API_KEY_PREFIX):
+            prefix = self._key(token)
+            return None if prefix is None else f"key:{prefix}"
         found = self._lookup(token)
         if found is None or found[1] <= time.time():
             return None
-        return found[0]
+        return f"user:{found[0]}"
 
 
 async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
@@ -427,7 +434,7 @@ class RateLimitMiddleware:
     def _mfa_user(self, token: str | None) -> str | None:
         """The user of an authentic mfa token (HMAC checked, no database); a forged one counts per IP only."""
         parts = security.parse_mfa_token(self.settings, token) if token else None
-        return str(parts.user_id) if parts else None
+        return f"user:{parts.user_id}" if parts else None
 
     def rule_for(self, path: str) -> _Compiled | None:
         rule = self.rules.get(path)
@@ -451,14 +458,14 @@ class RateLimitMiddleware:
 
         headers = Headers(scope=scope)
         ip = ip_key(scope.get("state", {}).get("client_ip"))
-        user: str | None = None
+        caller: str | None = None
         email: str | None = None
         if rule.email_field is not None or rule.mfa_token_field is not None:
             body, receive = await buffer_body(receive, self.max_body)
             if body is not None and rule.email_field is not None:
                 email = await email_from_body(headers, body, rule.email_field)
             if body is not None and rule.mfa_token_field is not None:
-                user = self._mfa_user(await field_from_body(headers, body, rule.mfa_token_field))
+                caller = self._mfa_user(await field_from_body(headers, body, rule.mfa_token_field))
         items: list[tuple[RateLimitItem, str]] = []
         for limit, item in rule.limits:
             if limit.key is KeyKind.EMAIL:
@@ -466,9 +473,9 @@ class RateLimitMiddleware:
                     continue  # no usable email: the app refuses the body (422) without any work
                 identity = f"email:{email}"
             elif limit.key is KeyKind.USER:
-                if user is None:
-                    user = self.users.user(headers) or ""
-                identity = f"user:{user}" if user else f"ip:{ip}"
+                if caller is None:
+                    caller = self.users.caller(headers) or ""
+                identity = caller or f"ip:{ip}"
             else:
                 identity = f"ip:{ip}"
             items.append((item, item.key_for(limit.bucket, identity)))

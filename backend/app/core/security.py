@@ -247,3 +247,50 @@ def parse_mfa_token(settings: Settings, token: str) -> MfaTokenParts | None:
     if not hmac.compare_digest(mac, _mfa_mac(settings, challenge_id, user_id)):
         return None
     return MfaTokenParts(challenge_id=challenge_id, user_id=user_id)
+
+
+# --- organization API keys ----------------------------------------------------------------------------
+
+API_KEY_PREFIX = "oak_"
+API_KEY_PREFIX_CHARS = 12  # the visible part: 48 random bits in hex, unique (the lookup column)
+API_KEY_SECRET_CHARS = 43  # secrets.token_urlsafe(32): 256 bits
+API_KEY_TAG_CHARS = 8  # 48 bits of HMAC: a guessed or mistyped key is refused before any database access
+API_KEY_LENGTH = len(API_KEY_PREFIX) + API_KEY_PREFIX_CHARS + 1 + API_KEY_SECRET_CHARS + API_KEY_TAG_CHARS
+_HEX = frozenset("0123456789abcdef")
+
+
+def _api_key_tag(settings: Settings, body: str) -> str:
+    mac = hmac.new(derived_key(settings, "api-key-tag/v1"), body.encode(), hashlib.sha256).digest()
+    return _b64(mac)[:API_KEY_TAG_CHARS]
+
+
+def new_api_key(settings: Settings) -> tuple[str, str]:
+    """(prefix, key): ``oak_<prefix>_<secret><tag>``. The secret is 256 random bits; the tag is an HMAC of
+    everything before it under a key derived from SECRET_KEY, so that only this deployment makes well-formed keys."""
+    prefix = secrets.token_hex(API_KEY_PREFIX_CHARS // 2)
+    body = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    return prefix, body + _api_key_tag(settings, body)
+
+
+def parse_api_key(settings: Settings, key: str) -> str | None:
+    """The prefix of a well-formed key of this deployment (format and tag checked, no database); else None."""
+    if len(key) != API_KEY_LENGTH or not key.startswith(API_KEY_PREFIX):
+        return None
+    prefix_end = len(API_KEY_PREFIX) + API_KEY_PREFIX_CHARS
+    prefix = key[len(API_KEY_PREFIX) : prefix_end]
+    if key[prefix_end] != "_" or not _HEX.issuperset(prefix):
+        return None
+    body, tag = key[:-API_KEY_TAG_CHARS], key[-API_KEY_TAG_CHARS:]
+    if not hmac.compare_digest(tag.encode(), _api_key_tag(settings, body).encode()):
+        return None
+    return prefix
+
+
+def api_key_hash(settings: Settings, key: str) -> str:
+    """What the database keeps of a key: HMAC-SHA256 under a key derived from SECRET_KEY (a fast keyed hash is
+    right for a 256-bit random secret: nothing to brute-force, and a database reader cannot test guesses)."""
+    return hmac.new(derived_key(settings, "api-key-hash/v1"), key.encode(), hashlib.sha256).hexdigest()
+
+
+def api_key_matches(settings: Settings, key: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(api_key_hash(settings, key).encode(), stored_hash.encode())

@@ -8,8 +8,10 @@ decided by the service, which asks ``policy.decide`` with the same action. A rou
 role of its own.
 
 Checks on the caller rather than on its membership (the token's assurance level for organizations that
-require MFA, done here; an API key's allowed actions) belong in ``_authorize``, keyed by the action: every organization
-route passes through it, and nothing else decides organization access.
+require MFA; an API key's own organization and allowed actions, ``keys`` in ``policy.RULES``) belong in
+``_authorize``, keyed by the action: every organization route passes through it, and nothing else decides
+organization access. It is also the only dependency that accepts an organization API key (``CurrentCaller``);
+every other route answers a key 403 ``api_key_not_allowed`` (app/auth/dependencies.py).
 """
 
 from __future__ import annotations
@@ -21,14 +23,23 @@ from uuid import UUID
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.dependencies import CurrentPrincipal, Principal
+from app.auth.dependencies import CurrentCaller, Principal
 from app.core.db import SessionDep
 from app.orgs import policy
 from app.orgs import service as org_service
+from app.orgs.models import OrgRole
 from app.orgs.policy import Action, Actor
 
 
 async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, action: Action) -> Actor:
+    key = caller.api_key
+    if key is not None:
+        # Its role in its own organization, read with the key (and the creator's current role) by the caller's
+        # lookup: no query here. Another organization: as for a non-member.
+        role = OrgRole(key.role) if key.org_id == org_id else None
+        policy.require(policy.admit(role, action, require_mfa=False, has_mfa=False, api_key=True))
+        assert role is not None
+        return Actor(org_id=org_id, user_id=caller.user.id, role=role, api_key_id=key.id)
     access = await org_service.find_access(session, org_id=org_id, user_id=caller.user.id)
     role = policy.actor_role(access.role if access else None, is_superuser=caller.user.is_superuser)
     has_mfa = caller.has_mfa  # this API's session's aal, or the Supabase token's aal claim
@@ -40,16 +51,17 @@ async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, act
 def authorize(action: Action) -> Callable[..., Awaitable[Actor]]:
     """The guard of a route that performs ``action``."""
 
-    async def dependency(org_id: UUID, caller: CurrentPrincipal, session: SessionDep) -> Actor:
+    async def dependency(org_id: UUID, caller: CurrentCaller, session: SessionDep) -> Actor:
         return await _authorize(session, org_id, caller, action)
 
     dependency.__name__ = f"authorize_{action}"
     return dependency
 
 
-async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentPrincipal, session: SessionDep) -> Actor:
-    """``DELETE …/members/{user_id}``: leaving (the caller's own id) or removing someone else."""
-    return await _authorize(session, org_id, caller, policy.removal_action(actor_id=caller.user.id, user_id=user_id))
+async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentCaller, session: SessionDep) -> Actor:
+    """``DELETE …/members/{user_id}``: leaving (the caller's own id) or removing someone else (always, for a key)."""
+    actor_id = None if caller.api_key is not None else caller.user.id
+    return await _authorize(session, org_id, caller, policy.removal_action(actor_id=actor_id, user_id=user_id))
 
 
 ViewOrg = Annotated[Actor, Depends(authorize(Action.VIEW_ORG))]
@@ -64,3 +76,6 @@ Invite = Annotated[Actor, Depends(authorize(Action.INVITE))]
 ListInvitations = Annotated[Actor, Depends(authorize(Action.LIST_INVITATIONS))]
 RevokeInvitation = Annotated[Actor, Depends(authorize(Action.REVOKE_INVITATION))]
 ViewAudit = Annotated[Actor, Depends(authorize(Action.VIEW_AUDIT))]
+CreateApiKey = Annotated[Actor, Depends(authorize(Action.CREATE_API_KEY))]
+ListApiKeys = Annotated[Actor, Depends(authorize(Action.LIST_API_KEYS))]
+RevokeApiKey = Annotated[Actor, Depends(authorize(Action.REVOKE_API_KEY))]

@@ -48,3 +48,7 @@ class SoleOwnerError(Conflict):
         "This account is the last owner of an organization with other members: transfer its ownership (or "
         "delete the organization) first. Admins may delete such organizations with the user (?force=true).",
     )
+
+
+class ApiKeyNotFoundError(NotFound):
+    code, detail = "api_key_not_found", "API key not found (or already revoked)."

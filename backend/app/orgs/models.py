@@ -62,3 +62,27 @@ class Invitation(Base):
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     accepted_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class ApiKey(Base):
+    """An organization's API key (``oak_<prefix>_<secret>``): only ``prefix`` (the lookup column) and an HMAC
+    of the whole key are stored. It acts with ``role`` in its organization only while its creator is still an
+    admin or owner there (app/auth/identity.py checks that in the same lookup)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        Index("ix_api_keys_org_id_created_at", "org_id", "created_at"),
+        Index("ix_api_keys_created_by", "created_by"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    org_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("organizations.id", ondelete="CASCADE"))
+    created_by: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

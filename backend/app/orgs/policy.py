@@ -11,6 +11,10 @@ Roles rank ``owner`` > ``admin`` > ``member``. The whole rule set (docs/ORGANIZA
 - Superusers get no special powers here: their membership role is all that counts (they use /admin).
 - An organization that requires MFA answers ``MFA_REQUIRED`` to a member whose token is not aal2, for every
   action but leaving (``admit``); only owners switch the requirement, and only with aal2 themselves.
+- An organization API key acts with its own role (``admin`` or ``member``, so never on an owner and never
+  granting ``owner``), in its own organization only (any other: ``NOT_FOUND``), and only for the actions whose
+  rule says ``keys`` (the rest: ``KEY_NOT_ALLOWED``). It is not a person: no aal, so the MFA requirement does not
+  apply to its use; creating one is an admin action of a person like any other (aal2 where MFA is required).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.auth.exceptions import MfaRequiredError
+from app.auth.exceptions import ApiKeyNotAllowedError, MfaRequiredError
 from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
 from app.orgs.models import OrgRole
 
@@ -41,6 +45,9 @@ class Action(StrEnum):
     DELETE_ORG = "delete_org"
     TRANSFER_OWNERSHIP = "transfer_ownership"
     SET_REQUIRE_MFA = "set_require_mfa"
+    CREATE_API_KEY = "create_api_key"
+    LIST_API_KEYS = "list_api_keys"
+    REVOKE_API_KEY = "revoke_api_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +57,10 @@ class Actor:
     organization's lock (service._locked_actor)."""
 
     org_id: uuid.UUID
-    user_id: uuid.UUID
-    role: OrgRole
+    user_id: uuid.UUID  # for an API key: its creator (the audit log's actor_id)
+    role: OrgRole  # for an API key: the key's role
     has_mfa: bool = False  # the caller's token is aal2
+    api_key_id: uuid.UUID | None = None  # the organization API key acting, if any (audit: actor_api_key_id)
 
 
 class Verdict(StrEnum):
@@ -60,6 +68,7 @@ class Verdict(StrEnum):
     NOT_FOUND = "not_found"  # not a member: answer as if the organization did not exist
     FORBIDDEN = "forbidden"  # a member, but the role does not allow it
     MFA_REQUIRED = "mfa_required"  # a member, but the organization requires an aal2 token and this one is aal1
+    KEY_NOT_ALLOWED = "key_not_allowed"  # an API key of this organization, for an action keys may not do
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +80,34 @@ class Rule:
     grants: bool = False
     targets: bool = False
     mfa_exempt: bool = False  # allowed with an aal1 token even where the organization requires MFA
+    keys: bool = False  # an organization API key may do it (with the key's role)
 
 
 # The one table of organization permissions: the guards are built from it (one alias per action) and the
 # service asks ``decide`` with the same action, so a route and its service cannot disagree on a role.
 RULES: dict[Action, Rule] = {
-    Action.VIEW_ORG: Rule(OrgRole.MEMBER),
-    Action.LIST_MEMBERS: Rule(OrgRole.MEMBER),
+    Action.VIEW_ORG: Rule(OrgRole.MEMBER, keys=True),
+    Action.LIST_MEMBERS: Rule(OrgRole.MEMBER, keys=True),
     Action.LEAVE: Rule(OrgRole.MEMBER, mfa_exempt=True),  # nobody is trapped in an organization
     Action.UPDATE_ORG: Rule(OrgRole.ADMIN),
-    Action.ADD_MEMBER: Rule(OrgRole.ADMIN, grants=True),
-    Action.CHANGE_ROLE: Rule(OrgRole.ADMIN, grants=True, targets=True),
-    Action.REMOVE_MEMBER: Rule(OrgRole.ADMIN, targets=True),
-    Action.INVITE: Rule(OrgRole.ADMIN, grants=True),
-    Action.LIST_INVITATIONS: Rule(OrgRole.ADMIN),
-    Action.REVOKE_INVITATION: Rule(OrgRole.ADMIN, grants=True),
-    Action.VIEW_AUDIT: Rule(OrgRole.ADMIN),
+    Action.ADD_MEMBER: Rule(OrgRole.ADMIN, grants=True, keys=True),
+    Action.CHANGE_ROLE: Rule(OrgRole.ADMIN, grants=True, targets=True, keys=True),
+    Action.REMOVE_MEMBER: Rule(OrgRole.ADMIN, targets=True, keys=True),
+    Action.INVITE: Rule(OrgRole.ADMIN, grants=True, keys=True),
+    Action.LIST_INVITATIONS: Rule(OrgRole.ADMIN, keys=True),
+    Action.REVOKE_INVITATION: Rule(OrgRole.ADMIN, grants=True, keys=True),
+    Action.VIEW_AUDIT: Rule(OrgRole.ADMIN, keys=True),
     Action.DELETE_ORG: Rule(OrgRole.OWNER),
     Action.TRANSFER_OWNERSHIP: Rule(OrgRole.OWNER),
     Action.SET_REQUIRE_MFA: Rule(OrgRole.OWNER),
+    # Keys are made and revoked by people only; the key's role is granted (never above the creator's).
+    Action.CREATE_API_KEY: Rule(OrgRole.ADMIN, grants=True),
+    Action.LIST_API_KEYS: Rule(OrgRole.ADMIN),
+    Action.REVOKE_API_KEY: Rule(OrgRole.ADMIN),
 }
+
+# The roles a key can be given: never ``owner`` (a key can then never touch an owner nor grant the owner role).
+API_KEY_ROLES = (OrgRole.ADMIN, OrgRole.MEMBER)
 
 
 def actor_role(membership_role: str | None, *, is_superuser: bool) -> OrgRole | None:
@@ -104,8 +121,14 @@ def at_least(role: OrgRole | str, minimum: OrgRole) -> bool:
     return RANK[OrgRole(role)] >= RANK[minimum]
 
 
-def removal_action(*, actor_id: uuid.UUID, user_id: uuid.UUID) -> Action:
-    """``DELETE …/members/{user_id}`` is leaving when the id is the caller's own, else removing someone."""
+def keeps_api_keys(creator_role: OrgRole | str) -> bool:
+    """A key lives only while its creator could still create it: an admin or owner of its organization."""
+    return at_least(creator_role, RULES[Action.CREATE_API_KEY].minimum)
+
+
+def removal_action(*, actor_id: uuid.UUID | None, user_id: uuid.UUID) -> Action:
+    """``DELETE …/members/{user_id}`` is leaving when the id is the caller's own, else removing someone.
+    ``actor_id`` is None for an API key: it is no member and never leaves (its creator's id is removal)."""
     return Action.LEAVE if user_id == actor_id else Action.REMOVE_MEMBER
 
 
@@ -117,10 +140,13 @@ def gate(actor: OrgRole | None, action: Action) -> Verdict:
     return Verdict.ALLOW if at_least(actor, RULES[action].minimum) else Verdict.FORBIDDEN
 
 
-def admit(actor: OrgRole | None, action: Action, *, require_mfa: bool, has_mfa: bool) -> Verdict:
-    """The guard's whole answer: membership (NOT_FOUND), then the organization's MFA requirement (an aal1 caller
-    gets MFA_REQUIRED for every action but the exempt ones, whatever their role), then ``gate``."""
-    if actor is not None and require_mfa and not has_mfa and not RULES[action].mfa_exempt:
+def admit(actor: OrgRole | None, action: Action, *, require_mfa: bool, has_mfa: bool, api_key: bool = False) -> Verdict:
+    """The guard's whole answer: membership (NOT_FOUND; for an API key: its own organization), then for a key
+    the action's ``keys`` (KEY_NOT_ALLOWED), for a person the organization's MFA requirement (an aal1 caller gets
+    MFA_REQUIRED for every action but the exempt ones, whatever their role), then ``gate``."""
+    if actor is not None and api_key and not RULES[action].keys:
+        return Verdict.KEY_NOT_ALLOWED
+    if actor is not None and not api_key and require_mfa and not has_mfa and not RULES[action].mfa_exempt:
         return Verdict.MFA_REQUIRED
     return gate(actor, action)
 
@@ -167,6 +193,8 @@ def require(verdict: Verdict) -> None:
         raise InsufficientRoleError()
     if verdict is Verdict.MFA_REQUIRED:
         raise MfaRequiredError()
+    if verdict is Verdict.KEY_NOT_ALLOWED:
+        raise ApiKeyNotAllowedError()
 
 
 def removes_last_owner(target: OrgRole, new_role: OrgRole | None, *, other_owners: int) -> bool:

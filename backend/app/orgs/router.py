@@ -9,28 +9,36 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from app.audit.schemas import AuditEventRead
-from app.auth.dependencies import CurrentUser
+from app.auth.dependencies import CurrentCaller, CurrentUser
+from app.auth.exceptions import ApiKeyNotAllowedError, MfaRequiredError
 from app.core.context import RequestContextDep
 from app.core.db import SessionDep
 from app.core.schemas import Page, PageDep
 from app.core.settings import SettingsDep
-from app.orgs import mail
+from app.orgs import api_keys, mail
 from app.orgs import service as org_service
 from app.orgs.dependencies import (
     AddMember,
     ChangeRole,
+    CreateApiKey,
     DeleteOrg,
     Invite,
+    ListApiKeys,
     ListInvitations,
     ListMembers,
     RemoveOrLeave,
+    RevokeApiKey,
     RevokeInvitation,
     TransferOrg,
     UpdateOrg,
     ViewAudit,
     ViewOrg,
 )
+from app.orgs.exceptions import ApiKeyNotFoundError, InsufficientRoleError, OrgNotFoundError
 from app.orgs.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
     InvitationAccept,
     InvitationCreate,
     InvitationCreated,
@@ -161,7 +169,7 @@ async def transfer_ownership(
 async def create_invitation(
     body: InvitationCreate,
     actor: Invite,
-    user: CurrentUser,
+    caller: CurrentCaller,
     request: Request,
     ctx: RequestContextDep,
     background: BackgroundTasks,
@@ -173,12 +181,15 @@ async def create_invitation(
     invitation, token, org = await org_service.create_invitation(
         session, settings, actor=actor, email=body.email, role=body.role, ip_address=ctx.ip_address
     )
+    inviter = caller.user.full_name or caller.user.email
+    if caller.api_key is not None:
+        inviter = f"{inviter} (API key “{caller.api_key.name}”)"
     mail.send_invitation(
         request,
         background,
         to=invitation.email,
         token=token,
-        inviter=user.full_name or user.email,
+        inviter=inviter,
         org_name=org.name,
         role=invitation.role,
     )
@@ -220,6 +231,55 @@ async def list_audit_events(actor: ViewAudit, page: PageDep, session: SessionDep
     return Page(
         items=[AuditEventRead.model_validate(e) for e in events], total=total, limit=page.limit, offset=page.offset
     )
+
+
+@router.post(
+    "/{org_id}/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="orgs-api-keys-create",
+    responses=responses(401, InsufficientRoleError, MfaRequiredError, ApiKeyNotAllowedError, OrgNotFoundError, 422),
+)
+async def create_api_key(
+    body: ApiKeyCreate, actor: CreateApiKey, ctx: RequestContextDep, session: SessionDep, settings: SettingsDep
+) -> ApiKeyCreated:
+    """Create an organization API key (admins and owners, calling as themselves; with aal2 where the organization
+    requires MFA). ``key`` is in this answer only: store it now. Its role is ``admin`` or ``member``, never above
+    the creator's; it lives until revoked or expired, and while its creator stays an admin or owner here."""
+    api_key, key = await api_keys.create_api_key(
+        session,
+        settings,
+        actor=actor,
+        name=body.name,
+        role=body.role,
+        expires_in_days=body.expires_in_days,
+        ip_address=ctx.ip_address,
+    )
+    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(api_key).model_dump(), "key": key})
+
+
+@router.get(
+    "/{org_id}/api-keys",
+    operation_id="orgs-api-keys-list",
+    responses=responses(401, InsufficientRoleError, MfaRequiredError, ApiKeyNotAllowedError, OrgNotFoundError),
+)
+async def list_api_keys(actor: ListApiKeys, page: PageDep, session: SessionDep) -> Page[ApiKeyRead]:
+    """The organization's keys that are not revoked (expired ones included), newest first; never the keys."""
+    keys, total = await api_keys.list_api_keys(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
+    return Page(items=[ApiKeyRead.model_validate(k) for k in keys], total=total, limit=page.limit, offset=page.offset)
+
+
+@router.delete(
+    "/{org_id}/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="orgs-api-keys-revoke",
+    responses=responses(
+        401, InsufficientRoleError, MfaRequiredError, ApiKeyNotAllowedError, OrgNotFoundError, ApiKeyNotFoundError
+    ),
+)
+async def revoke_api_key(key_id: UUID, actor: RevokeApiKey, ctx: RequestContextDep, session: SessionDep) -> None:
+    """Revoke a key (any admin or owner, any key of the organization): refused on its very next use, on every
+    worker (401 ``invalid_api_key``)."""
+    await api_keys.revoke_api_key(session, actor=actor, key_id=key_id, ip_address=ctx.ip_address)
 
 
 @invitations_router.post(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -108,3 +108,33 @@ class InvitationCreated(InvitationRead):
 
 class InvitationAccept(StrictModel):
     token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+ApiKeyName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class ApiKeyCreate(StrictModel):
+    name: ApiKeyName = Field(description="What the key is for (shown in lists and in the audit log).")
+    role: Literal[OrgRole.ADMIN, OrgRole.MEMBER] = Field(
+        description="The key's role: admin or member (never owner), and never above the creator's own."
+    )
+    expires_in_days: int | None = Field(default=None, ge=1, le=365, description="Without it the key does not expire.")
+
+
+class ApiKeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    role: OrgRole
+    prefix: str = Field(description="The visible part of the key (`oak_<prefix>_…`), to tell keys apart.")
+    created_by: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Kept to the minute.")
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="Shown once, here: only an HMAC of it is stored. Send as `Authorization: Bearer`.")

@@ -29,7 +29,7 @@ from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
 from app.core.settings import Settings
 from app.core.updates import apply_changes
-from app.orgs import policy
+from app.orgs import api_keys, policy
 from app.orgs.exceptions import (
     AlreadyMemberError,
     AlreadyOwnerError,
@@ -185,10 +185,15 @@ async def _lock_org(session: AsyncSession, org_id: uuid.UUID) -> None:
 
 
 async def _locked_actor(session: AsyncSession, actor: Actor) -> OrgRole | None:
-    """Lock the organization, then the caller's current role (it may have changed since the request began)."""
+    """Lock the organization, then the caller's current role (it may have changed since the request began). For
+    an API key: the key's role while its creator still holds keys there (else the key died meanwhile)."""
     await _lock_org(session, actor.org_id)
     fresh = await find_membership(session, org_id=actor.org_id, user_id=actor.user_id)
-    return None if fresh is None else OrgRole(fresh.role)
+    if fresh is None:
+        return None
+    if actor.api_key_id is not None:
+        return actor.role if policy.keeps_api_keys(fresh.role) else None
+    return OrgRole(fresh.role)
 
 
 async def _other_owners(session: AsyncSession, *, org_id: uuid.UUID, besides: uuid.UUID) -> int:
@@ -276,6 +281,7 @@ async def update_org(
             session,
             "org.require_mfa_changed",
             actor_id=actor.user_id,
+            actor_api_key_id=actor.api_key_id,
             org_id=org.id,
             ip_address=ip_address,
             details={"require_mfa": changes.require_mfa},
@@ -288,6 +294,7 @@ async def update_org(
             session,
             "org.updated",
             actor_id=actor.user_id,
+            actor_api_key_id=actor.api_key_id,
             org_id=org.id,
             ip_address=ip_address,
             details={"changes": applied},
@@ -363,6 +370,7 @@ async def add_member(
         session,
         "member.added",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         subject_user_id=user.id,
         org_id=actor.org_id,
         ip_address=ip_address,
@@ -383,10 +391,15 @@ async def change_member_role(
         return await _member(session, target)
     await _ensure_owner_remains(session, target=target, new_role=role)
     target.role = role
+    if policy.keeps_api_keys(previous) and not policy.keeps_api_keys(role):
+        await api_keys.revoke_keys_of(
+            session, actor=actor, user_id=user_id, reason="creator_demoted", ip_address=ip_address
+        )
     await audit.record(
         session,
         "member.role_changed",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         subject_user_id=user_id,
         org_id=actor.org_id,
         ip_address=ip_address,
@@ -400,7 +413,7 @@ async def remove_member(
     session: AsyncSession, *, actor: Actor, user_id: uuid.UUID, ip_address: str | None = None
 ) -> None:
     """An admin+ removes someone, or a member removes themself (leaving)."""
-    action = policy.removal_action(actor_id=actor.user_id, user_id=user_id)
+    action = policy.removal_action(actor_id=None if actor.api_key_id else actor.user_id, user_id=user_id)
     leaving = action is Action.LEAVE
     actor_role = await _locked_actor(session, actor)
     policy.require(policy.gate(actor_role, action))
@@ -409,10 +422,14 @@ async def remove_member(
     await _ensure_owner_remains(session, target=target, new_role=None)
     role = target.role
     await session.delete(target)
+    if policy.keeps_api_keys(role):
+        reason = "creator_left" if leaving else "creator_removed"
+        await api_keys.revoke_keys_of(session, actor=actor, user_id=user_id, reason=reason, ip_address=ip_address)
     await audit.record(
         session,
         "member.left" if leaving else "member.removed",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         subject_user_id=user_id,
         org_id=actor.org_id,
         ip_address=ip_address,
@@ -438,6 +455,7 @@ async def transfer_ownership(
         session,
         "org.ownership_transferred",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         subject_user_id=user_id,
         org_id=actor.org_id,
         ip_address=ip_address,
@@ -489,6 +507,7 @@ async def create_invitation(
                 session,
                 "invitation.revoked",
                 actor_id=actor.user_id,
+                actor_api_key_id=actor.api_key_id,
                 org_id=actor.org_id,
                 ip_address=ip_address,
                 details={"invitation_id": str(invitation_id), "email": email, "reason": "replaced"},
@@ -509,6 +528,7 @@ async def create_invitation(
         session,
         "invitation.created",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         subject_user_id=existing.id if existing else None,
         org_id=actor.org_id,
         ip_address=ip_address,
@@ -561,6 +581,7 @@ async def revoke_invitation(
         session,
         "invitation.revoked",
         actor_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
         org_id=actor.org_id,
         ip_address=ip_address,
         details={"invitation_id": str(invitation_id), "email": invitation.email, "role": invitation.role},

@@ -503,6 +503,7 @@ class TestAuditEvents:
             "id",
             "action",
             "actor_id",
+            "actor_api_key_id",
             "subject_user_id",
             "org_id",
             "ip_address",

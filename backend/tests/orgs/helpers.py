@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.audit.models import AuditEvent
+from app.orgs import api_keys
 from app.orgs import service as org_service
 from app.orgs.models import Invitation, Membership, OrgRole
 from app.orgs.policy import Actor
@@ -52,6 +53,26 @@ async def make_invitation(
         )
         await session.commit()
         return invitation.id, token
+
+
+async def make_api_key(
+    app: FastAPI,
+    org_id: uuid.UUID,
+    creator_id: uuid.UUID,
+    *,
+    role: OrgRole | str = OrgRole.ADMIN,
+    name: str = "tooling",
+    expires_in_days: int | None = None,
+) -> tuple[uuid.UUID, str]:
+    """A key made through the service (as its creator, whose current role is checked): (id, key)."""
+    async with app.state.sessionmaker() as session:
+        membership = await org_service.get_membership(session, org_id=org_id, user_id=creator_id)
+        actor = Actor(org_id=org_id, user_id=creator_id, role=OrgRole(membership.role))
+        api_key, key = await api_keys.create_api_key(
+            session, app.state.settings, actor=actor, name=name, role=OrgRole(role), expires_in_days=expires_in_days
+        )
+        await session.commit()
+        return api_key.id, key
 
 
 async def roles(app: FastAPI, org_id: uuid.UUID) -> dict[uuid.UUID, str]:

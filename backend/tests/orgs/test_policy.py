@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from app.auth.exceptions import MfaRequiredError
+from app.auth.exceptions import ApiKeyNotAllowedError, MfaRequiredError
 from app.orgs import policy
 from app.orgs.exceptions import InsufficientRoleError, OrgNotFoundError
 from app.orgs.models import OrgRole
@@ -54,6 +54,12 @@ TABLE: list[tuple[Action, OrgRole | None, OrgRole | None, tuple[Verdict, Verdict
     (Action.REMOVE_MEMBER, M, None, (hidden, no, ok, ok)),
     (Action.REMOVE_MEMBER, A, None, (hidden, no, ok, ok)),
     (Action.REMOVE_MEMBER, O, None, (hidden, no, no, ok)),
+    # organization API keys (made by people: admins and owners; the key's role is granted, never owner)
+    (Action.CREATE_API_KEY, None, M, (hidden, no, ok, ok)),
+    (Action.CREATE_API_KEY, None, A, (hidden, no, ok, ok)),
+    (Action.CREATE_API_KEY, None, O, (hidden, no, no, ok)),  # the schema refuses owner keys before (422)
+    (Action.LIST_API_KEYS, None, None, (hidden, no, ok, ok)),
+    (Action.REVOKE_API_KEY, None, None, (hidden, no, ok, ok)),
 ]
 
 CASES = [
@@ -104,6 +110,9 @@ class TestRemovalAction:
     def test_another_id_is_removing(self) -> None:
         assert policy.removal_action(actor_id=uuid.uuid4(), user_id=uuid.uuid4()) is Action.REMOVE_MEMBER
 
+    def test_an_api_key_never_leaves(self) -> None:
+        assert policy.removal_action(actor_id=None, user_id=uuid.uuid4()) is Action.REMOVE_MEMBER
+
 
 class TestSuperuser:
     """Superusers get no special powers under /organizations: only their membership counts."""
@@ -142,6 +151,55 @@ class TestAdmit:
         assert policy.admit(None, Action.VIEW_ORG, require_mfa=True, has_mfa=False) is hidden
 
 
+# What an organization API key may do (the contract's list), written out here rather than read from RULES.
+KEY_ACTIONS = {
+    Action.VIEW_ORG,
+    Action.LIST_MEMBERS,
+    Action.ADD_MEMBER,
+    Action.CHANGE_ROLE,
+    Action.REMOVE_MEMBER,
+    Action.INVITE,
+    Action.LIST_INVITATIONS,
+    Action.REVOKE_INVITATION,
+    Action.VIEW_AUDIT,
+}
+
+
+class TestAdmitApiKey:
+    """An API key: its own organization (else NOT_FOUND), the actions keys may do (else KEY_NOT_ALLOWED), its role."""
+
+    def test_the_key_actions(self) -> None:
+        assert {a for a in Action if policy.RULES[a].keys} == KEY_ACTIONS
+
+    @pytest.mark.parametrize("role", policy.API_KEY_ROLES)
+    @pytest.mark.parametrize("action", list(Action))
+    def test_table(self, action: Action, role: OrgRole) -> None:
+        verdict = policy.admit(role, action, require_mfa=False, has_mfa=False, api_key=True)
+        expected = policy.gate(role, action) if action in KEY_ACTIONS else Verdict.KEY_NOT_ALLOWED
+        assert verdict is expected
+
+    @pytest.mark.parametrize("action", list(Action))
+    def test_another_organization_is_not_found(self, action: Action) -> None:
+        assert policy.admit(None, action, require_mfa=False, has_mfa=False, api_key=True) is hidden
+
+    @pytest.mark.parametrize("action", sorted(KEY_ACTIONS))
+    def test_the_mfa_requirement_does_not_apply(self, action: Action) -> None:
+        verdict = policy.admit(A, action, require_mfa=True, has_mfa=False, api_key=True)
+        assert verdict is policy.gate(A, action)
+
+    def test_no_key_role_touches_an_owner_or_grants_owner(self) -> None:
+        assert O not in policy.API_KEY_ROLES
+        for role in policy.API_KEY_ROLES:
+            assert policy.decide(role, Action.CHANGE_ROLE, target=O, role=M) is not ok
+            assert policy.decide(role, Action.REMOVE_MEMBER, target=O) is not ok
+            for action in (Action.ADD_MEMBER, Action.INVITE, Action.REVOKE_INVITATION):
+                assert policy.decide(role, action, role=O) is not ok
+
+    @pytest.mark.parametrize(("creator", "keeps"), [(M, False), (A, True), (O, True)])
+    def test_a_key_lives_while_its_creator_is_admin_or_owner(self, creator: OrgRole, keeps: bool) -> None:
+        assert policy.keeps_api_keys(creator) is keeps
+
+
 class TestRequire:
     def test_not_found(self) -> None:
         with pytest.raises(OrgNotFoundError):
@@ -154,6 +212,10 @@ class TestRequire:
     def test_mfa_required(self) -> None:
         with pytest.raises(MfaRequiredError):
             policy.require(Verdict.MFA_REQUIRED)
+
+    def test_key_not_allowed(self) -> None:
+        with pytest.raises(ApiKeyNotAllowedError):
+            policy.require(Verdict.KEY_NOT_ALLOWED)
 
     def test_allow(self) -> None:
         policy.require(Verdict.ALLOW)

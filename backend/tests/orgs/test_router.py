@@ -22,6 +22,7 @@ from tests.orgs.helpers import (
     add_membership,
     audit_actions,
     invitation_count,
+    make_api_key,
     make_invitation,
     make_org,
     make_world,
@@ -70,6 +71,13 @@ async def call_for(app: FastAPI, world: World, action: str, target: str | None, 
     if action == "revoke_invitation":
         invitation_id, _ = await make_invitation(app, org, world.founder.id, email=unique_email(), role=str(role))
         return Call("DELETE", org_url(org, f"/invitations/{invitation_id}"))
+    if action == "create_api_key":
+        return Call("POST", org_url(org, "/api-keys"), {"name": "ci", "role": role})
+    if action == "list_api_keys":
+        return Call("GET", org_url(org, "/api-keys"))
+    if action == "revoke_api_key":
+        key_id, _ = await make_api_key(app, org, world.founder.id)
+        return Call("DELETE", org_url(org, f"/api-keys/{key_id}"))
     assert target is not None
     target_id = world.targets[target].id
     if action == "change_role":
@@ -111,6 +119,10 @@ HTTP_TABLE: list[tuple[str, str | None, str | None, tuple[int, int, int, int, in
     ("transfer", "member", None, (404, 403, 403, 200, 404)),
     ("transfer", "admin", None, (404, 403, 403, 200, 404)),
     ("transfer", "owner", None, (404, 403, 403, 200, 404)),
+    ("create_api_key", None, "member", (404, 403, 201, 201, 404)),
+    ("create_api_key", None, "admin", (404, 403, 201, 201, 404)),
+    ("list_api_keys", None, None, (404, 403, 200, 200, 404)),
+    ("revoke_api_key", None, None, (404, 403, 204, 204, 404)),
 ]
 HTTP_CASES = [
     pytest.param(kind, action, target, role, expected[i], id=f"{kind}-{action}-{target}-{role}")
