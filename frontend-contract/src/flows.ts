@@ -2,7 +2,7 @@
  * The flows a frontend needs, on top of the typed client. Each throws `ApiError` (status + `code`) for an
  * error answer, so a UI can branch on `error.code` ("invalid_credentials", "email_taken", "last_owner", ...).
  */
-import { ApiError, unwrap, type ApiClient, type Schemas, type StoredTokens } from "./client.js";
+import { ApiError, createApiClient, unwrap, type ApiClient, type Schemas, type StoredTokens } from "./client.js";
 
 export type UserRead = Schemas["UserRead"];
 export type UserMe = Schemas["UserMe"];
@@ -15,6 +15,8 @@ export type MembershipRead = Schemas["MembershipRead"];
 export type InvitationRead = Schemas["InvitationRead"];
 export type InvitationCreated = Schemas["InvitationCreated"];
 export type AccountExport = Schemas["AccountExport"];
+export type ApiKeyRead = Schemas["ApiKeyRead"];
+export type ApiKeyCreated = Schemas["ApiKeyCreated"];
 
 export interface Paging {
   limit?: number;
@@ -316,3 +318,49 @@ export async function removeMember(client: ApiClient, orgId: string, userId: str
     }),
   );
 }
+
+// --- organization API keys ---------------------------------------------------------------------------------
+
+/**
+ * Create an organization API key (admin+, signed in as a person; `aal2` where the organization requires MFA).
+ * `key` is in this answer only: show it once. `role` is "admin" or "member" (never above the caller's own).
+ */
+export async function createApiKey(
+  client: ApiClient,
+  orgId: string,
+  input: { name: string; role: "admin" | "member"; expiresInDays?: number | null },
+): Promise<ApiKeyCreated> {
+  return unwrap(
+    await client.api.POST("/api/v1/organizations/{org_id}/api-keys", {
+      params: { path: { org_id: orgId } },
+      body: { name: input.name, role: input.role, expires_in_days: input.expiresInDays ?? null },
+    }),
+  );
+}
+
+/** The organization's keys that are not revoked (admin+), newest first; never the keys themselves. */
+export async function listApiKeys(client: ApiClient, orgId: string, paging: Paging = {}) {
+  return unwrap(
+    await client.api.GET("/api/v1/organizations/{org_id}/api-keys", {
+      params: { path: { org_id: orgId }, query: paging },
+    }),
+  );
+}
+
+/** Revoke a key (admin+): its next use answers 401 `invalid_api_key`, on every server. */
+export async function revokeApiKey(client: ApiClient, orgId: string, keyId: string): Promise<void> {
+  unwrap(
+    await client.api.DELETE("/api/v1/organizations/{org_id}/api-keys/{key_id}", {
+      params: { path: { org_id: orgId, key_id: keyId } },
+    }),
+  );
+}
+
+/**
+ * A client that calls the API with an organization API key (server-side tooling: never ship a key to a browser).
+ * It acts on that organization's members, invitations and audit events only (403 `api_key_not_allowed` elsewhere).
+ */
+export function apiKeyClient(baseUrl: string, key: string): ApiClient {
+  return createApiClient({ baseUrl, getAccessToken: () => key });
+}
+

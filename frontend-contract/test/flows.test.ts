@@ -13,7 +13,9 @@ import {
   ApiError,
   acceptInvitation,
   addMember,
+  apiKeyClient,
   changeMemberRole,
+  createApiKey,
   confirmTotp,
   createApiClient,
   deleteAccount,
@@ -26,6 +28,7 @@ import {
   confirmEmailChange,
   getMe,
   inviteMember,
+  listApiKeys,
   listInvitations,
   listMembers,
   listMyOrganizations,
@@ -34,6 +37,7 @@ import {
   needsMfa,
   removeMember,
   requestEmailChange,
+  revokeApiKey,
   setOrganizationRequiresMfa,
   signIn,
   signOut,
@@ -528,3 +532,30 @@ function cookieJar() {
     },
   };
 }
+
+describe("organization API keys", () => {
+  test("an admin creates a key; the key manages members; revoked, it is refused at once", async () => {
+    const owner = await signedInUser("key-owner");
+    const other = await signedInUser("key-other");
+    const org = await createOrganization(owner.client, { name: "Keyed Org" });
+    const created = await createApiKey(owner.client, org.id, { name: "HR sync", role: "admin", expiresInDays: 30 });
+    assert.ok(created.key.startsWith(`oak_${created.prefix}_`));
+    const listed = await listApiKeys(owner.client, org.id);
+    assert.deepEqual(
+      listed.items.map((item) => item.id),
+      [created.id],
+    );
+    assert.ok(!("key" in listed.items[0]!), "listed keys carry no key");
+
+    const tooling = apiKeyClient(API_URL!, created.key);
+    const added = await addMember(tooling, org.id, { email: other.email, role: "member" });
+    assert.equal(added.user_id, other.user.id);
+    assert.equal((await listMembers(tooling, org.id)).total, 2);
+    await rejects(getMe(tooling), 403, "api_key_not_allowed");
+    await rejects(createApiKey(tooling, org.id, { name: "more", role: "member" }), 403, "api_key_not_allowed");
+
+    await revokeApiKey(owner.client, org.id, created.id);
+    await rejects(listMembers(tooling, org.id), 401, "invalid_api_key");
+  });
+});
+
