@@ -2,7 +2,8 @@
 
 - ``default`` (what ``make bench`` runs): the hot paths against the ceiling (bench/hot.py), then the credits
   and rate-limit benchmarks other modules keep here (bench_spend.py, bench_ratelimit.py) when present, and
-  the known/unknown address timings of login and password reset (bench_timing.py).
+  the known/unknown address timings of login and password reset (bench_timing.py), and organization API keys
+  against own access tokens (bench_api_keys.py).
 - ``scale``: seeds a million users and millions of rows, then compares latencies with a nearly empty database
   and prints EXPLAIN for every list query (minutes; opt-in: ``make bench BENCH=scale``).
 - ``memory``: resident memory of one worker over 150,000 requests (opt-in).
@@ -19,7 +20,13 @@ import traceback
 from collections.abc import Callable
 
 SUITES = {
-    "default": ["bench.hot", "bench.bench_spend", "bench.bench_ratelimit", "bench.bench_timing"],
+    "default": [
+        "bench.hot",
+        "bench.bench_spend",
+        "bench.bench_ratelimit",
+        "bench.bench_timing",
+        "bench.bench_api_keys",
+    ],
     "scale": ["bench.scale"],
     "memory": ["bench.memory"],
     "export": ["bench.export"],
