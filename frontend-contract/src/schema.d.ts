@@ -656,6 +656,53 @@ export interface paths {
         patch: operations["orgs-update"];
         trace?: never;
     };
+    "/api/v1/organizations/{org_id}/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Api Keys
+         * @description The organization's keys that are not revoked (expired ones included), newest first; never the keys.
+         */
+        get: operations["orgs-api-keys-list"];
+        put?: never;
+        /**
+         * Create Api Key
+         * @description Create an organization API key (admins and owners, calling as themselves; with aal2 where the organization
+         *     requires MFA). ``key`` is in this answer only: store it now. Its role is ``admin`` or ``member``, never above
+         *     the creator's; it lives until revoked or expired, and while its creator stays an admin or owner here.
+         */
+        post: operations["orgs-api-keys-create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organizations/{org_id}/api-keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke Api Key
+         * @description Revoke a key (any admin or owner, any key of the organization): refused on its very next use, on every
+         *     worker (401 ``invalid_api_key``).
+         */
+        delete: operations["orgs-api-keys-revoke"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/organizations/{org_id}/audit-events": {
         parameters: {
             query?: never;
@@ -1058,7 +1105,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1075,7 +1122,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1128,7 +1175,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1145,7 +1192,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1179,7 +1226,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1196,7 +1243,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1333,7 +1380,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1350,7 +1397,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1418,7 +1465,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1435,7 +1482,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1503,7 +1550,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1520,7 +1567,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1554,7 +1601,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1571,7 +1618,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1605,7 +1652,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1622,7 +1669,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1656,7 +1703,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1673,7 +1720,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1707,7 +1754,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1724,7 +1771,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "forbidden" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "forbidden" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1765,27 +1812,105 @@ export interface components {
              */
             detail: string;
         };
-        /**
-         * AnonymousUserError
-         * @description Anonymous users are not allowed.
-         */
-        AnonymousUserError: {
+        /** ApiKeyCreate */
+        ApiKeyCreate: {
             /**
-             * Code
-             * @description Machine-readable reason: branch on this.
+             * Expires In Days
+             * @description Without it the key does not expire.
+             */
+            expires_in_days?: number | null;
+            /**
+             * Name
+             * @description What the key is for (shown in lists and in the audit log).
+             */
+            name: string;
+            /**
+             * Role
+             * @description The key's role: admin or member (never owner), and never above the creator's own.
              * @enum {string}
              */
-            code: "anonymous_user";
+            role: "admin" | "member";
+        };
+        /** ApiKeyCreated */
+        ApiKeyCreated: {
             /**
-             * Detail
-             * @description Human-readable; do not match on it.
+             * Created At
+             * Format: date-time
              */
-            detail: string;
+            created_at: string;
+            /**
+             * Created By
+             * Format: uuid
+             */
+            created_by: string;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Key
+             * @description Shown once, here: only an HMAC of it is stored. Send as `Authorization: Bearer`.
+             */
+            key: string;
+            /**
+             * Last Used At
+             * @description Kept to the minute.
+             */
+            last_used_at: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Prefix
+             * @description The visible part of the key (`oak_<prefix>_…`), to tell keys apart.
+             */
+            prefix: string;
+            role: components["schemas"]["OrgRole"];
+        };
+        /** ApiKeyRead */
+        ApiKeyRead: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Created By
+             * Format: uuid
+             */
+            created_by: string;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Last Used At
+             * @description Kept to the minute.
+             */
+            last_used_at: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Prefix
+             * @description The visible part of the key (`oak_<prefix>_…`), to tell keys apart.
+             */
+            prefix: string;
+            role: components["schemas"]["OrgRole"];
         };
         /** AuditEventRead */
         AuditEventRead: {
             /** Action */
             action: string;
+            /**
+             * Actor Api Key Id
+             * @description The organization API key that acted; actor_id is then the key's creator.
+             */
+            actor_api_key_id?: string | null;
             /** Actor Id */
             actor_id: string | null;
             /**
@@ -1836,7 +1961,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_refresh_token" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_refresh_token" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1853,7 +1978,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "csrf_failed";
+            code: "anonymous_user" | "api_key_not_allowed" | "csrf_failed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1887,7 +2012,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthLogoutAll403Error
+         * @description Forbidden (403).
+         */
+        AuthLogoutAll403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -1938,7 +2080,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpConfirm403Error
+         * @description Forbidden (403).
+         */
+        AuthMfaTotpConfirm403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2006,7 +2165,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpDisable403Error
+         * @description Forbidden (403).
+         */
+        AuthMfaTotpDisable403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2057,7 +2233,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthMfaTotpEnroll403Error
+         * @description Forbidden (403).
+         */
+        AuthMfaTotpEnroll403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2125,7 +2318,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthPasswordChange403Error
+         * @description Forbidden (403).
+         */
+        AuthPasswordChange403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2181,7 +2391,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsDelete403Error
+         * @description Forbidden (403).
+         */
+        AuthSessionsDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2215,7 +2442,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthSessionsList403Error
+         * @description Forbidden (403).
+         */
+        AuthSessionsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2266,7 +2510,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * AuthVerifyEmailRequest403Error
+         * @description Forbidden (403).
+         */
+        AuthVerifyEmailRequest403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2373,7 +2634,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsBalance403Error
+         * @description Forbidden (403).
+         */
+        CreditsBalance403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2407,7 +2685,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsSpend403Error
+         * @description Forbidden (403).
+         */
+        CreditsSpend403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2458,7 +2753,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * CreditsTransactionsList403Error
+         * @description Forbidden (403).
+         */
+        CreditsTransactionsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2558,7 +2870,7 @@ export interface components {
          * @description Every `code` an error answer of this API can carry; each operation lists its own.
          * @enum {string}
          */
-        ErrorCode: "account_deleted" | "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "reauthentication_required" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
+        ErrorCode: "account_deleted" | "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "api_key_not_allowed" | "api_key_not_found" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_api_key" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "reauthentication_required" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
         /**
          * ErrorRead
          * @description Every error answer except 422 (which keeps FastAPI's validation shape).
@@ -2575,6 +2887,11 @@ export interface components {
         ExportAuditEvent: {
             /** Action */
             action: string;
+            /**
+             * Actor Api Key Id
+             * @description The organization API key that acted; actor_id is then the key's creator.
+             */
+            actor_api_key_id?: string | null;
             /** Actor Id */
             actor_id: string | null;
             /**
@@ -2946,7 +3263,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -2963,7 +3280,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "invitation_email_mismatch";
+            code: "anonymous_user" | "api_key_not_allowed" | "invitation_email_mismatch";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3207,6 +3524,176 @@ export interface components {
             slug?: string | null;
         };
         /**
+         * OrgsApiKeysCreate401Error
+         * @description Unauthorized (401).
+         */
+        OrgsApiKeysCreate401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysCreate403Error
+         * @description Forbidden (403).
+         */
+        OrgsApiKeysCreate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysCreate503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsApiKeysCreate503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysList401Error
+         * @description Unauthorized (401).
+         */
+        OrgsApiKeysList401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysList403Error
+         * @description Forbidden (403).
+         */
+        OrgsApiKeysList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysList503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsApiKeysList503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysRevoke401Error
+         * @description Unauthorized (401).
+         */
+        OrgsApiKeysRevoke401Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysRevoke403Error
+         * @description Forbidden (403).
+         */
+        OrgsApiKeysRevoke403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysRevoke404Error
+         * @description Not Found (404).
+         */
+        OrgsApiKeysRevoke404Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "api_key_not_found" | "org_not_found";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsApiKeysRevoke503Error
+         * @description Service Unavailable (503).
+         */
+        OrgsApiKeysRevoke503Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "database_unavailable" | "jwks_unavailable";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
          * OrgsAuditEventsList401Error
          * @description Unauthorized (401).
          */
@@ -3216,7 +3703,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3233,7 +3720,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3267,7 +3754,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsCreate403Error
+         * @description Forbidden (403).
+         */
+        OrgsCreate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3318,7 +3822,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3335,7 +3839,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3369,7 +3873,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3386,7 +3890,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3420,7 +3924,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3437,7 +3941,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3488,7 +3992,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3505,7 +4009,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3539,7 +4043,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3556,7 +4060,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3607,7 +4111,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * OrgsList403Error
+         * @description Forbidden (403).
+         */
+        OrgsList403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3641,7 +4162,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3658,7 +4179,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3726,7 +4247,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3743,7 +4264,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3777,7 +4298,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3794,7 +4315,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3862,7 +4383,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3879,7 +4400,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3947,7 +4468,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -3964,7 +4485,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4032,7 +4553,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4049,7 +4570,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "anonymous_user" | "insufficient_role" | "mfa_required";
+            code: "anonymous_user" | "api_key_not_allowed" | "insufficient_role" | "mfa_required";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4105,6 +4626,17 @@ export interface components {
         Page_AdminUserRead_: {
             /** Items */
             items: components["schemas"]["AdminUserRead"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
+        /** Page[ApiKeyRead] */
+        Page_ApiKeyRead_: {
+            /** Items */
+            items: components["schemas"]["ApiKeyRead"][];
             /** Limit */
             limit: number;
             /** Offset */
@@ -4238,7 +4770,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileCreate403Error
+         * @description Forbidden (403).
+         */
+        ProfileCreate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4272,7 +4821,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileGet403Error
+         * @description Forbidden (403).
+         */
+        ProfileGet403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4354,7 +4920,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * ProfileUpdate403Error
+         * @description Forbidden (403).
+         */
+        ProfileUpdate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4654,7 +5237,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "reauthentication_required" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "reauthentication_required" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeDelete403Error
+         * @description Forbidden (403).
+         */
+        UsersMeDelete403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4722,7 +5322,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailChange403Error
+         * @description Forbidden (403).
+         */
+        UsersMeEmailChange403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4773,7 +5390,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeEmailConfirm403Error
+         * @description Forbidden (403).
+         */
+        UsersMeEmailConfirm403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4824,7 +5458,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeExport403Error
+         * @description Forbidden (403).
+         */
+        UsersMeExport403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4858,7 +5509,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeGet403Error
+         * @description Forbidden (403).
+         */
+        UsersMeGet403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4892,7 +5560,24 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+        };
+        /**
+         * UsersMeUpdate403Error
+         * @description Forbidden (403).
+         */
+        UsersMeUpdate403Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "anonymous_user" | "api_key_not_allowed";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -4980,7 +5665,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -4990,7 +5675,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminAuditEventsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5066,7 +5751,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AdminOrgRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5076,7 +5761,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminOrganizationsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5147,7 +5832,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5157,7 +5842,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminOrganizationsDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5244,7 +5929,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AdminUserRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5254,7 +5939,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5327,7 +6012,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserDetail"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5337,7 +6022,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersGet401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5420,7 +6105,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5430,7 +6115,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5516,7 +6201,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5526,7 +6211,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersUpdate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5630,7 +6315,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5649,7 +6334,7 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsError"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5749,7 +6434,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"][];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5759,7 +6444,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersSessionsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5839,7 +6524,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -5849,7 +6534,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUsersSessionsDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `forbidden`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `forbidden`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6025,7 +6710,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_refresh_token`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_refresh_token`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6035,7 +6720,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthLogout401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `csrf_failed` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `csrf_failed` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6131,7 +6816,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6141,13 +6826,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthLogoutAll401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthLogoutAll403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -6214,7 +6899,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpDisable400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6224,13 +6909,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpDisable401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthMfaTotpDisable403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -6326,7 +7011,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpConfirm400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6336,13 +7021,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpConfirm401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthMfaTotpConfirm403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `mfa_already_enabled` */
@@ -6438,7 +7123,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpEnroll400Error"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6448,13 +7133,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthMfaTotpEnroll401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthMfaTotpEnroll403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `mfa_already_enabled` */
@@ -6633,7 +7318,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvalidPasswordError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -6643,13 +7328,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthPasswordChange401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthPasswordChange403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7079,7 +7764,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7089,13 +7774,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthSessionsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthSessionsList403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7169,7 +7854,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotOwnSessionError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7179,13 +7864,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthSessionsDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthSessionsDelete403Error"];
                 };
             };
             /** @description Not Found. `code`: `session_not_found` */
@@ -7419,7 +8104,7 @@ export interface operations {
                     "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7429,13 +8114,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthVerifyEmailRequest401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["AuthVerifyEmailRequest403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7491,7 +8176,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditBalanceRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7501,13 +8186,13 @@ export interface operations {
                     "application/json": components["schemas"]["CreditsBalance401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["CreditsBalance403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7570,7 +8255,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreditSpendRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7589,13 +8274,13 @@ export interface operations {
                     "application/json": components["schemas"]["InsufficientCreditsError"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["CreditsSpend403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `idempotency_key_reused` */
@@ -7681,7 +8366,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_CreditTransactionRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7691,13 +8376,13 @@ export interface operations {
                     "application/json": components["schemas"]["CreditsTransactionsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["CreditsTransactionsList403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7766,7 +8451,7 @@ export interface operations {
                     "application/json": components["schemas"]["MembershipRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7776,7 +8461,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvitationsAccept401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `invitation_email_mismatch` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `invitation_email_mismatch` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7877,7 +8562,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_OrgRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7887,13 +8572,13 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["OrgsList403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -7962,7 +8647,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -7972,13 +8657,13 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsCreate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["OrgsCreate403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `slug_taken` */
@@ -8063,7 +8748,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8073,7 +8758,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsGet401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8153,7 +8838,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8163,7 +8848,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8249,7 +8934,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8259,7 +8944,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsUpdate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8337,6 +9022,306 @@ export interface operations {
             };
         };
     };
+    "orgs-api-keys-list": {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_ApiKeyRead_"];
+                };
+            };
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysList401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysList403Error"];
+                };
+            };
+            /** @description Not Found. `code`: `org_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgNotFoundError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysList503Error"];
+                };
+            };
+        };
+    };
+    "orgs-api-keys-create": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApiKeyCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyCreated"];
+                };
+            };
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysCreate401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysCreate403Error"];
+                };
+            };
+            /** @description Not Found. `code`: `org_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgNotFoundError"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Request Entity Too Large. `code`: `payload_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PayloadTooLargeError"];
+                };
+            };
+            /** @description Unsupported Media Type. `code`: `unsupported_media_type` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnsupportedMediaTypeError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `invalid_json`, `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysCreate503Error"];
+                };
+            };
+        };
+    };
+    "orgs-api-keys-revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysRevoke401Error"];
+                };
+            };
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysRevoke403Error"];
+                };
+            };
+            /** @description Not Found. `code`: `api_key_not_found`, `org_not_found` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysRevoke404Error"];
+                };
+            };
+            /** @description Conflict. `code`: `account_exists` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountExistsError"];
+                };
+            };
+            /** @description Unprocessable Entity. `code`: `validation_error` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests. `code`: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-RateLimit-Limit": components["headers"]["X-RateLimit-Limit"];
+                    "X-RateLimit-Remaining": components["headers"]["X-RateLimit-Remaining"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RateLimitedError"];
+                };
+            };
+            /** @description Service Unavailable. `code`: `database_unavailable`, `jwks_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrgsApiKeysRevoke503Error"];
+                };
+            };
+        };
+    };
     "orgs-audit-events-list": {
         parameters: {
             query?: {
@@ -8362,7 +9347,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_AuditEventRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8372,7 +9357,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsAuditEventsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8457,7 +9442,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_InvitationRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8467,7 +9452,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsInvitationsList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8553,7 +9538,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvitationCreated"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8563,7 +9548,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsInvitationsCreate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8662,7 +9647,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8672,7 +9657,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsInvitationsRevoke401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8757,7 +9742,7 @@ export interface operations {
                     "application/json": components["schemas"]["Page_MemberRead_"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8767,7 +9752,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsMembersList401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8853,7 +9838,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8863,7 +9848,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsMembersAdd401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8962,7 +9947,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -8972,7 +9957,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsMembersRemove401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9059,7 +10044,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9069,7 +10054,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsMembersUpdate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9173,7 +10158,7 @@ export interface operations {
                     "application/json": components["schemas"]["MemberRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9183,7 +10168,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrgsTransferOwnership401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user`, `insufficient_role`, `mfa_required` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed`, `insufficient_role`, `mfa_required` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9281,7 +10266,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9291,13 +10276,13 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileGet401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["ProfileGet403Error"];
                 };
             };
             /** @description Not Found. `code`: `profile_not_found` */
@@ -9366,7 +10351,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9376,13 +10361,13 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileUpdate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["ProfileUpdate403Error"];
                 };
             };
             /** @description Not Found. `code`: `profile_not_found` */
@@ -9489,7 +10474,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9499,13 +10484,13 @@ export interface operations {
                     "application/json": components["schemas"]["ProfileCreate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["ProfileCreate403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -9588,7 +10573,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserMe"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9598,13 +10583,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeGet401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeGet403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -9662,7 +10647,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `reauthentication_required`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `reauthentication_required`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9672,13 +10657,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeDelete401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeDelete403Error"];
                 };
             };
             /** @description Not Found. `code`: `org_not_found`, `user_not_found` */
@@ -9774,7 +10759,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9784,13 +10769,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeUpdate401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeUpdate403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
@@ -9877,7 +10862,7 @@ export interface operations {
                     "application/json": components["schemas"]["Accepted"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9887,13 +10872,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeEmailChange401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeEmailChange403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `email_taken`, `managed_by_supabase` */
@@ -9989,7 +10974,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvalidTokenError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -9999,13 +10984,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeEmailConfirm401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeEmailConfirm403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists`, `email_taken` */
@@ -10090,7 +11075,7 @@ export interface operations {
                     "application/json": components["schemas"]["AccountExport"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -10100,13 +11085,13 @@ export interface operations {
                     "application/json": components["schemas"]["UsersMeExport401Error"];
                 };
             };
-            /** @description Forbidden. `code`: `anonymous_user` */
+            /** @description Forbidden. `code`: `anonymous_user`, `api_key_not_allowed` */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AnonymousUserError"];
+                    "application/json": components["schemas"]["UsersMeExport403Error"];
                 };
             };
             /** @description Conflict. `code`: `account_exists` */
