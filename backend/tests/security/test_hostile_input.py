@@ -33,7 +33,7 @@ from tests import factories
 from tests.conftest import TEST_SECRET_KEY
 from tests.core.uvicorn_server import uvicorn_server
 from tests.factories import create_user
-from tests.orgs.helpers import add_membership, make_invitation, make_org
+from tests.orgs.helpers import add_membership, make_api_key, make_invitation, make_org
 
 API = "/api/v1"
 SQL_INJECTIONS = [
@@ -56,6 +56,7 @@ class World:
     member: factories.TestUser
     org_id: uuid.UUID
     invitation_id: uuid.UUID
+    api_key_id: uuid.UUID
 
     @property
     def path_ids(self) -> dict[str, str]:
@@ -65,6 +66,7 @@ class World:
             "user_id": str(self.member.id),
             "invitation_id": str(self.invitation_id),
             "session_id": str(self.superuser.session_id),
+            "key_id": str(self.api_key_id),
         }
 
 
@@ -75,7 +77,8 @@ async def world(app: FastAPI) -> World:
     org_id = await make_org(app, superuser, name="Hostile Org")
     await add_membership(app, org_id, member.id, OrgRole.MEMBER)
     invitation_id, _ = await make_invitation(app, org_id, superuser.id, email="invitee@example.com")
-    return World(superuser=superuser, member=member, org_id=org_id, invitation_id=invitation_id)
+    api_key_id, _ = await make_api_key(app, org_id, superuser.id)
+    return World(superuser=superuser, member=member, org_id=org_id, invitation_id=invitation_id, api_key_id=api_key_id)
 
 
 def _operations(app: FastAPI) -> Iterator[tuple[str, str, dict[str, Any]]]:
