@@ -61,8 +61,9 @@ migration: install
 	@test -n "$(m)" || (echo 'usage: make migration m="what changed"' && exit 2)
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync alembic revision --autogenerate -m "$(m)"
 
+# Retention (app/cleanup.py): CLEANUP_ARGS="--batch-size 500 --pause-ms 20" to go gentler on a busy database.
 cleanup: install
-	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m app cleanup
+	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m app cleanup $(CLEANUP_ARGS)
 
 superuser: install
 	cd $(BACKEND) && $$(command -v uv || echo $(UV)) run --no-sync python -m app create-superuser

@@ -1,4 +1,4 @@
-"""``python -m app <command>``: ``serve`` (the default), ``create-superuser``, ``cleanup``."""
+"""``python -m app <command>``: ``serve`` (the default), ``create-superuser``, ``cleanup`` (app/cleanup.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from app import cleanup as retention
 from app.admin.bootstrap import SuperuserResult, ensure_superuser
-from app.auth import service as auth_service
 from app.auth.passwords import password_problem
 from app.core.db import create_engine, create_sessionmaker
 from app.core.settings import Settings, load_settings
@@ -33,13 +33,17 @@ async def create_superuser(settings: Settings, *, email: str, password: str) -> 
         await engine.dispose()
 
 
-async def cleanup(settings: Settings, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete expired or revoked sessions, expired email tokens and MFA challenges; returns how many rows went."""
+async def cleanup(
+    settings: Settings,
+    *,
+    older_than: timedelta = retention.DEFAULT_GRACE,
+    batch_size: int = retention.BATCH_SIZE,
+    pause: float = 0.0,
+) -> retention.Report:
+    """Delete what is past its retention (app/cleanup.py: one list of targets), in short batches."""
     engine = create_engine(settings)
     try:
-        sessionmaker = create_sessionmaker(engine)
-        async with sessionmaker() as session, session.begin():
-            return await auth_service.cleanup_sessions(session, older_than=older_than)
+        return await retention.run(engine, settings, grace=older_than, batch_size=batch_size, pause=pause)
     finally:
         await engine.dispose()
 
@@ -96,8 +100,19 @@ def _create_superuser_command(args: argparse.Namespace) -> int:
 
 
 def _cleanup_command(args: argparse.Namespace) -> int:
-    count = asyncio.run(cleanup(load_settings(), older_than=timedelta(hours=args.older_than_hours)))
-    print(f"deleted {count} expired or revoked sessions and email tokens")
+    settings = load_settings()
+    report = asyncio.run(
+        cleanup(
+            settings,
+            older_than=timedelta(hours=args.older_than_hours),
+            batch_size=args.batch_size,
+            pause=args.pause_ms / 1000,
+        )
+    )
+    print(f"deleted {report.total} rows (audit events older than {settings.AUDIT_RETENTION_DAYS} days)")
+    for done in report.done:
+        slowest = max(done.batch_seconds, default=0.0) * 1000
+        print(f"  {done.target}: {done.deleted} in {done.batches} batches (slowest {slowest:.0f} ms)")
     return 0
 
 
@@ -108,10 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create-superuser", help="create or promote a superuser")
     create.add_argument("--email", help="defaults to FIRST_SUPERUSER_EMAIL, else asked")
     create.add_argument("--password", help="asked (hidden) when not given; unused for an existing user")
-    clean = commands.add_parser("cleanup", help="delete expired/revoked sessions and spent email tokens")
+    clean = commands.add_parser(
+        "cleanup",
+        help="delete expired/revoked sessions, spent tokens, expired invitations and MFA challenges, old audit events",
+    )
     clean.add_argument(
         "--older-than-hours", type=float, default=24.0, help="only rows dead for at least this long (default 24)"
     )
+    clean.add_argument(
+        "--batch-size", type=int, default=retention.BATCH_SIZE, help="rows per transaction (default 1000)"
+    )
+    clean.add_argument("--pause-ms", type=float, default=0.0, help="sleep between two batches (default 0)")
     return parser
 
 

@@ -9,6 +9,8 @@
 - ``memory``: resident memory of one worker over 150,000 requests (opt-in).
 - ``export``: the worker's peak memory while it streams the account export of a user with 100,000 ledger rows
   (opt-in: ``make bench BENCH=export``).
+- ``cleanup``: the retention cleanup on a few million rows: EXPLAIN of every batch, batch times, and the latency
+  of requests served meanwhile (opt-in: ``make bench BENCH=cleanup``).
 Exit status 1 when a goal is missed or a benchmark fails.
 """
 
@@ -30,6 +32,7 @@ SUITES = {
     "scale": ["bench.scale"],
     "memory": ["bench.memory"],
     "export": ["bench.export"],
+    "cleanup": ["bench.cleanup"],
 }
 
 

@@ -1061,6 +1061,11 @@ export interface components {
          */
         AccountExport: {
             /**
+             * Api Keys Created
+             * @description Organization API keys the caller created (never a key).
+             */
+            api_keys_created: components["schemas"]["ExportApiKey"][];
+            /**
              * Audit Events
              * @description Events the caller did (actor), then events about the caller done by others (subject).
              */
@@ -2882,6 +2887,36 @@ export interface components {
              * @description Human-readable explanation; may change, do not match on it.
              */
             detail: string;
+        };
+        /** ExportApiKey */
+        ExportApiKey: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Org Id
+             * Format: uuid
+             */
+            org_id: string;
+            /** Prefix */
+            prefix: string;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Role */
+            role: string;
         };
         /** ExportAuditEvent */
         ExportAuditEvent: {

@@ -462,20 +462,6 @@ async def change_password(
     return ended
 
 
-async def cleanup_sessions(session: AsyncSession, *, older_than: timedelta = timedelta(days=1)) -> int:
-    """Delete sessions that expired or were revoked, email tokens and MFA challenges that expired, more than
-    ``older_than`` ago."""
-    from sqlalchemy import delete, or_
-
-    cutoff = utcnow() - older_than
-    result = await session.execute(
-        delete(AuthSession).where(or_(AuthSession.expires_at < cutoff, AuthSession.revoked_at < cutoff))
-    )
-    tokens = await session.execute(delete(EmailToken).where(EmailToken.expires_at < cutoff))
-    challenges = await session.execute(delete(MfaChallenge).where(MfaChallenge.expires_at < cutoff))
-    return sum(int(getattr(done, "rowcount", 0) or 0) for done in (result, tokens, challenges))
-
-
 # --- email tokens (verification, password reset) -----------------------------------------------------
 
 

@@ -42,7 +42,7 @@ from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
 from app.orgs.exceptions import SoleOwnerError
-from app.orgs.models import Invitation, Membership, Organization
+from app.orgs.models import ApiKey, Invitation, Membership, Organization
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
 from app.users.models import DeletedSupabaseIdentity, Profile, User
@@ -211,10 +211,22 @@ SESSION_FIELDS = (
     "revoked_reason",
 )
 LEDGER_FIELDS = ("id", "amount", "balance_after", "reason", "actor_id", "idempotency_key", "created_at")
-AUDIT_FIELDS = ("id", "action", "actor_id", "subject_user_id", "org_id", "ip_address", "details", "created_at")
+AUDIT_FIELDS = (
+    "id",
+    "action",
+    "actor_id",
+    "actor_api_key_id",
+    "subject_user_id",
+    "org_id",
+    "ip_address",
+    "details",
+    "created_at",
+)
+API_KEY_FIELDS = ("id", "org_id", "name", "role", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at")
 INVITATION_FIELDS = ("id", "org_id", "email", "role", "created_at", "expires_at", "accepted_at", "revoked_at")
 # Never exported (secrets, hashes, tokens): users.hashed_password, auth_sessions.token_salt/generation, every
-# *_hash column, mfa_factors.secret_encrypted, recovery codes, idempotency request hashes.
+# *_hash column (api_keys.secret_hash included), mfa_factors.secret_encrypted, recovery codes, idempotency
+# request hashes.
 
 
 def _row(fields: Sequence[str], row: Any) -> dict[str, Any]:
@@ -311,6 +323,14 @@ async def export_document(
                 .order_by(Invitation.created_at, Invitation.id)
             )
         ]
+        api_keys = [
+            _row(API_KEY_FIELDS, row)
+            for row in await connection.execute(
+                select(*_columns(ApiKey, API_KEY_FIELDS))
+                .where(ApiKey.created_by == user_id)
+                .order_by(ApiKey.created_at, ApiKey.id)
+            )
+        ]
         head = {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
@@ -324,6 +344,7 @@ async def export_document(
             },
             "memberships": memberships,
             "invitations_sent": invitations,
+            "api_keys_created": api_keys,
         }
         yield _dumps(head)[:-1].encode()  # the object stays open for the long lists that follow
         lists: list[tuple[str, list[tuple[Any, Sequence[str], ColumnElement[bool]]]]] = [

@@ -129,6 +129,18 @@ class ExportInvitation(_Export):
     revoked_at: datetime | None
 
 
+class ExportApiKey(_Export):
+    id: uuid.UUID
+    org_id: uuid.UUID
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 class ExportSession(_Export):
     id: uuid.UUID
     device_name: str | None
@@ -168,6 +180,7 @@ class AccountExport(_Export):
     mfa: ExportMfa
     memberships: list[ExportMembership]
     invitations_sent: list[ExportInvitation]
+    api_keys_created: list[ExportApiKey] = Field(description="Organization API keys the caller created (never a key).")
     sessions: list[ExportSession] = Field(description="This API's sessions, live and ended (until cleanup).")
     credit_ledger: list[ExportLedgerEntry]
     audit_events: list[ExportAuditEvent] = Field(

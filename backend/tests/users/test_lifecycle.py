@@ -21,7 +21,7 @@ from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
 from app.orgs.exceptions import SoleOwnerError
-from app.orgs.models import Invitation, Membership, Organization, OrgRole
+from app.orgs.models import ApiKey, Invitation, Membership, Organization, OrgRole
 from app.orgs.policy import Actor
 from app.users import lifecycle
 from app.users.models import DeletedSupabaseIdentity, Profile, User
@@ -76,6 +76,10 @@ class TestExport:
         await add_membership(app, org_id, user.id, OrgRole.ADMIN)
         await make_invitation(app, org_id, user.id, email=unique_email("invitee"))
         await spend(client, user, 3)
+        key = await client.post(
+            f"{ORGS}/{org_id}/api-keys", json={"name": "ci", "role": "member"}, headers=user.headers
+        )
+        assert key.status_code == 201, key.text
         response = await client.get(EXPORT, headers=user.headers)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("application/json")
@@ -90,6 +94,8 @@ class TestExport:
         assert len(document.invitations_sent) == 1
         assert [entry.amount for entry in document.credit_ledger] == [1000, -1, -1, -1]  # oldest first
         assert [s.id for s in document.sessions] == [user.session_id]
+        assert [k.id for k in document.api_keys_created] == [uuid.UUID(key.json()["id"])]
+        assert key.json()["key"] not in response.text
         actions = [event.action for event in document.audit_events]
         assert "auth.login" in actions and actions.count("credits.spent") == 3
         assert "member.added" not in actions or all(
@@ -191,6 +197,10 @@ class TestDeleteMe:
         shared = await make_org(app, other_owner, name="Shared")
         await add_membership(app, shared, user.id, OrgRole.ADMIN)
         invitation_id, _ = await make_invitation(app, shared, user.id, email=unique_email("inv"))
+        key = await client.post(
+            f"{ORGS}/{shared}/api-keys", json={"name": "ci", "role": "member"}, headers=user.headers
+        )
+        assert key.status_code == 201, key.text
         await spend(client, user, 2)
         async with app.state.sessionmaker() as session:
             session.add(MfaChallenge(user_id=user.id, expires_at=utcnow() + timedelta(minutes=5)))
@@ -210,6 +220,7 @@ class TestDeleteMe:
             (CreditTransaction, CreditTransaction.user_id == user.id),
             (Invitation, Invitation.id == invitation_id),
             (Organization, Organization.id == solo),
+            (ApiKey, ApiKey.created_by == user.id),
         ]:
             assert await count(app, model, where) == 0, model
         assert await count(app, Organization, Organization.id == shared) == 1
@@ -220,6 +231,7 @@ class TestDeleteMe:
         assert (await client.get(ME, headers=bearer(second.json()["access_token"]))).status_code == 401
         refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
         assert refresh.status_code == 401
+        assert (await client.get(f"{ORGS}/{shared}", headers=bearer(key.json()["key"]))).status_code == 401
         login = await client.post("/api/v1/auth/login", json={"email": user.email, "password": user.password})
         assert login.status_code == 401 and login.json()["code"] == "invalid_credentials"
 
@@ -327,6 +339,18 @@ class TestDeleteMe:
         response = await client.post("/api/v1/auth/register", json={"email": user.email, "password": user.password})
         assert response.status_code == 201
         assert response.json()["id"] != str(user.id)
+
+    async def test_tokens_die_on_every_app_instance(self, app: FastAPI, make_app: Any) -> None:
+        """Another instance (its own pools and caches) refuses the token on its very next request."""
+        other = await make_app()
+        user = await create_user(app)
+        async with client_for(app) as one, client_for(other) as two:
+            assert (await two.get(ME, headers=user.headers)).status_code == 200  # verified and cached there
+            assert (await delete_me(one, user)).status_code == 204
+            response = await two.get(ME, headers=user.headers)
+            assert response.status_code == 401 and response.json()["code"] == "session_revoked"
+            refresh = await two.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+            assert refresh.status_code == 401
 
     async def test_login_racing_the_deletion_is_no_500(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app)
