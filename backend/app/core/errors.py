@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -215,12 +215,38 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is not None
 
 
+FOREIGN_KEY_VIOLATION = "23503"
+USER_FOREIGN_KEY_SUFFIX = "_users"  # fk_<table>_<column>_users (core/db.py NAMING_CONVENTION)
+
+
+def _user_vanished(exc: BaseException) -> bool:
+    """A row referencing ``users`` could not be written because the user is gone: the caller's account was
+    deleted while this request ran. Deleting an account locks the user's row (app/users/lifecycle.py), so such an
+    insert waits for the deletion and then finds no user. Not a conflict of the request's own making, and no
+    service can see it coming, so it is answered here, like a lost database: as the caller's ended session
+    (401), never as a 500. PostgreSQL names the constraint; any other foreign-key violation stays a 500."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        name = getattr(cause, "constraint_name", None)
+        if isinstance(name, str):
+            state = getattr(cause, "sqlstate", None)
+            return state == FOREIGN_KEY_VIOLATION and name.endswith(USER_FOREIGN_KEY_SUFFIX)
+        cause = cause.__cause__
+    return False
+
+
 def unexpected_error_response(exc: BaseException, request_id: str) -> JSONResponse:
-    """The answer to an exception no handler claimed: 503 for a lost database, else a logged 500."""
+    """The answer to an exception no handler claimed: 503 for a lost database, 401 for a caller whose account
+    was deleted meanwhile, else a logged 500."""
     if _is_connection_error(exc):
         logger.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
         err = DatabaseUnavailable()
         return error_response(503, err.detail, err.code, {"Retry-After": "5"})
+    if _user_vanished(exc):
+        logger.info("the account this request wrote for was deleted meanwhile (request_id=%s)", request_id)
+        return error_response(401, "This account no longer exists.", "session_revoked")
     logger.error("unhandled error (request_id=%s)", request_id, exc_info=exc)
     return error_response(500, "Internal server error", "internal_error")
 

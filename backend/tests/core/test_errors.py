@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -7,8 +8,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.core.db import SessionDep
+from app.core.errors import unexpected_error_response
 from app.users.models import User
 from app.users.service import create_user
 from tests.conftest import AppFactory, client_for
@@ -136,3 +139,37 @@ class TestRollback:
         assert (await client.post("/api/v1/auth/register", json=body)).status_code == 409
         login = await client.post(LOGIN, json=body)
         assert login.status_code == 200
+
+
+class _DriverError(Exception):
+    """What asyncpg raises for a constraint violation: the constraint's name and the SQLSTATE."""
+
+    def __init__(self, constraint_name: str, sqlstate: str) -> None:
+        super().__init__(constraint_name)
+        self.constraint_name = constraint_name
+        self.sqlstate = sqlstate
+
+
+def _integrity_error(constraint: str, sqlstate: str = "23503") -> IntegrityError:
+    adapted = Exception("adapted by the dialect")
+    adapted.__cause__ = _DriverError(constraint, sqlstate)
+    return IntegrityError("INSERT INTO memberships ...", {}, adapted)
+
+
+class TestVanishedUser:
+    """A row referencing ``users`` whose user was deleted while the request ran (app/users/lifecycle.py): 401,
+    not 500 (tests/users/test_lifecycle.py shows it end to end); every other violation stays a 500."""
+
+    async def test_user_foreign_key_is_401(self) -> None:
+        response = unexpected_error_response(_integrity_error("fk_memberships_user_id_users"), "req")
+        assert response.status_code == 401
+        assert json.loads(bytes(response.body))["code"] == "session_revoked"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+    @pytest.mark.parametrize(
+        ("constraint", "sqlstate"),
+        [("fk_memberships_org_id_organizations", "23503"), ("uq_users_email", "23505")],
+    )
+    async def test_any_other_violation_is_500(self, constraint: str, sqlstate: str) -> None:
+        response = unexpected_error_response(_integrity_error(constraint, sqlstate), "req")
+        assert response.status_code == 500

@@ -475,6 +475,28 @@ class TestDeleteMeRaces:
         assert isinstance(error, SoleOwnerError)
         assert await owner_count(app, org_id) == 1
 
+    @pytest.mark.parametrize(
+        ("method", "path", "body"),
+        [("POST", ORGS, {"name": "Late"}), ("POST", "/api/v1/profile", None)],
+    )
+    async def test_a_write_waiting_on_the_deletion_answers_401(
+        self, client: httpx.AsyncClient, app: FastAPI, method: str, path: str, body: dict[str, Any] | None
+    ) -> None:
+        """A request of the user that was already past authentication when the deletion locked the user's row:
+        its insert waits for the deletion, then finds the user gone: 401, not a 500, and nothing written."""
+        user = await create_user(app, profile=False)
+        async with app.state.sessionmaker() as deleting:
+            await lifecycle.delete_account(deleting, user_id=user.id, actor_id=user.id)
+            task = asyncio.create_task(client.request(method, path, json=body, headers=user.headers))
+            await asyncio.sleep(0.5)
+            assert not task.done()  # waiting on the user's row
+            await deleting.commit()
+        response = await task
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "session_revoked"
+        assert await count(app, Organization, Organization.name == "Late") == 0
+        assert await count(app, Profile, Profile.id == user.id) == 0
+
     async def test_delete_vs_transfer_of_ownership_to_the_user(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         outcomes = set()
         for _ in range(self.rounds):
