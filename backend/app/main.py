@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.admin.bootstrap import bootstrap_first_superuser
+from app.admin.search import EmailSample
 from app.api import API_ROUTERS
-from app.auth.identity import IdentityStore
 from app.auth.supabase import create_jwks_client
+from app.auth.tokens import TokenCache
 from app.core.body_limit import BodyLimitMiddleware
+from app.core.data import Data
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import install_docs
 from app.core.driver import Driver
@@ -28,6 +30,7 @@ from app.core.routing import include_flat
 from app.core.settings import ConfigurationError, Settings, get_settings
 from app.health.router import router as health_router
 from app.integrations.email import create_sender
+from app.state import AppState, Database, install
 
 logger = logging.getLogger("app")
 
@@ -42,26 +45,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise SystemExit(2) from None
     configure_logging(settings.LOG_LEVEL, bool(settings.LOG_JSON))
 
+    state = AppState(
+        settings=settings,
+        rate_limiter=RateLimiter(settings.RATE_LIMIT_STORAGE_URI, key_prefix=settings.RATE_LIMIT_KEY_PREFIX),
+        email_sender=create_sender(settings),
+        tokens=TokenCache(settings),
+        email_sample=EmailSample(),
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        driver = app.state.driver = await Driver.create(engine, settings)  # hot-path statements (core/driver.py)
-        app.state.identity = IdentityStore(engine, driver)  # the per-request caller lookups (app/auth/identity.py)
-        app.state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
+        driver = await Driver.create(engine, settings)  # the asyncpg pool of app/core/data.py (PostgreSQL)
+        state.database = Database(engine=engine, sessionmaker=create_sessionmaker(engine), data=Data(engine, driver))
+        state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
         try:
-            await bootstrap_first_superuser(app.state.sessionmaker, settings)  # logs and raises on failure
+            await bootstrap_first_superuser(state.sessionmaker, settings)  # logs and raises on failure
             if settings.GC_TUNING:
                 settle_heap()  # after start-up: what exists now is never walked by the collector again
             yield
         finally:
-            if app.state.jwks is not None:
-                await app.state.jwks.aclose()
-            await app.state.rate_limiter.aclose()
+            if state.jwks is not None:
+                await state.jwks.aclose()
+            await state.rate_limiter.aclose()
             if driver is not None:
                 await driver.close()
             await engine.dispose()
+            state.database = None
 
     app = FastAPI(
         title=settings.APP_NAME,
@@ -71,14 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # self-hosted docs, see app/core/docs.py
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.RATE_LIMIT_STORAGE_URI, key_prefix=settings.RATE_LIMIT_KEY_PREFIX)
-    app.state.email_sender = create_sender(settings)
+    install(app, state)
 
     install_error_handlers(app)
     # Innermost first: rate limits and the body limit inside CORS (a 429 stays readable by the browser) and
     # inside the request context (client IP set, security headers on the 429 too).
-    app.add_middleware(RateLimitMiddleware, settings=settings, limiter=app.state.rate_limiter)
+    app.add_middleware(RateLimitMiddleware, settings=settings, limiter=state.rate_limiter, tokens=state.tokens)
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.MAX_BODY_SIZE)  # before any body is read
     app.add_middleware(
         CORSMiddleware,

@@ -1,8 +1,10 @@
 """The default benchmark: hot paths as ratios of the ceiling measured side by side, rounds interleaved.
 
 Figures (one line each): the ceiling (bench/ceiling_app.py), GET /users/me with an own token, a Supabase HS256
-and a Supabase ES256 token (JWKS from a local HTTP server, cached), GET /profile, GET /organizations/{id}/members
-(50 members), POST /credits/spend, POST /auth/refresh (each connection follows its own rotation chain), and
+and a Supabase ES256 token (JWKS from a local HTTP server, cached), the pages of ``PAGES`` (GET /profile,
+GET /organizations/{id}/members with 50 members, GET /organizations, GET /credits/transactions), each against
+its own ceiling (the same SQL through raw asyncpg, same callers), POST /credits/spend, POST /auth/refresh
+(each connection follows its own rotation chain), and
 POST /auth/login against what the password hash allows, with /health/live's p99 during the flood.
 """
 
@@ -37,6 +39,7 @@ class World:
     users: list[str]  # emails
     user_ids: list[uuid.UUID]
     me_tokens: list[str]
+    session_ids: list[uuid.UUID]
     org_id: uuid.UUID
     owner_token: str
     hashed: str
@@ -73,6 +76,7 @@ async def seed(dsn: str) -> World:
         users=[u.email for u in users],
         user_ids=[u.id for u in users],
         me_tokens=[t.access_token for t in tokens],
+        session_ids=[t.session_id for t in tokens],
         org_id=org_id,
         owner_token=tokens[0].access_token,
         hashed=hashed,
@@ -91,6 +95,22 @@ async def fresh_refresh_tokens(world: World, count: int) -> list[str]:
         return [t.refresh_token for t in await insert_sessions(connection, settings, users)]
     finally:
         await connection.close()
+
+
+PAGES = {
+    "profile": "GET /profile",
+    "members": "GET /organizations/{id}/members?limit=50",
+    "orgs": "GET /organizations",
+    "transactions": "GET /credits/transactions?limit=50",
+}
+"""The pages measured against the same SQL through raw asyncpg (bench/ceiling_app.py ``PAGES``)."""
+BASELINED = ("me_own", *PAGES, "profile_put", "spend")
+"""What BENCH_BASELINE_DIR adds for the other checkout."""
+
+
+def page_ceiling(world: World, page: str, i: int) -> Req:
+    path = f"/pages/{page}/{world.session_ids[i]}/{world.user_ids[i]}"
+    return Req("GET", path + (f"?org_id={world.org_id}" if page == "members" else ""))
 
 
 def bearer(tokens: list[str], method: str, path: str, body: str | None = None) -> list[Req]:
@@ -194,6 +214,12 @@ def main() -> int:
                             world.me_tokens[:N_MEMBERS], "GET", f"/api/v1/organizations/{world.org_id}/members?limit=50"
                         ),
                     ),
+                    "orgs": (app, bearer(world.me_tokens, "GET", "/api/v1/organizations")),
+                    "transactions": (app, bearer(world.me_tokens, "GET", "/api/v1/credits/transactions?limit=50")),
+                    "profile_put": (
+                        app,
+                        bearer(world.me_tokens, "PUT", "/api/v1/profile", json.dumps({"full_name": "Bench User"})),
+                    ),
                     "spend": (
                         app,
                         bearer(
@@ -204,17 +230,32 @@ def main() -> int:
                         ),
                     ),
                 }
+                # Each page's own ceiling: the same SQL through raw asyncpg (bench/ceiling_app.py), same callers.
+                for page in PAGES:
+                    users = range(N_MEMBERS if page == "members" else N_USERS)
+                    loads[f"ceiling {page}"] = (ceiling, [page_ceiling(world, page, i) for i in users])
                 if baseline is not None:
-                    loads["me_own (baseline)"] = (baseline, loads["me_own"][1])
-                    loads["spend (baseline)"] = (baseline, loads["spend"][1])
+                    for name in BASELINED:
+                        loads[f"{name} (baseline)"] = (baseline, loads[name][1])
                 # Each prepared request once (first sight provisions the Supabase users), spend only a little.
                 for name, (srv, requests) in loads.items():
                     check(srv.base_url, requests[:3] if name == "spend" else requests)
                 only = [n for n in os.environ.get("BENCH_ONLY", "").split(",") if n]
-                if only:  # a quick look at a few figures while working on them: no verdicts
-                    for name in only:
-                        srv, requests = loads[name]
-                        say(figure(name, common.load(srv, requests)))
+                if only:  # a quick look at a few figures while working on them: rounds, no verdicts
+                    picked: dict[str, list[Result]] = {name: [] for name in only}
+                    for _ in range(common.ROUNDS):
+                        for name in only:
+                            srv, requests = loads[name]
+                            picked[name].append(common.load(srv, requests))
+                    for name, runs in picked.items():
+                        base = f"ceiling {name.removesuffix(' (baseline)')}"
+                        ratios = ""
+                        if base in picked:
+                            ratios = "  rounds " + " ".join(
+                                f"{a.rps / b.rps:.2f}" for a, b in zip(runs, picked[base], strict=True)
+                            )
+                        say(figure(name, common.median_result(runs)) + ratios)
+                    say(f"# load {common.load_average()}")
                     return 0
                 results: dict[str, list[Result]] = {name: [] for name in [*loads, "refresh"]}
                 for round_no in range(common.ROUNDS):
@@ -228,13 +269,16 @@ def main() -> int:
                 say(figure("GET /users/me (own token)", r["me_own"], ceiling=ceil))
                 say(figure("GET /users/me (Supabase HS256)", r["me_hs256"], ceiling=ceil))
                 say(figure("GET /users/me (Supabase ES256, JWKS cached)", r["me_es256"], ceiling=ceil))
-                say(figure("GET /profile", r["profile"], ceiling=ceil))
-                say(figure("GET /organizations/{id}/members (50)", r["members"], ceiling=ceil))
+                for page, label in PAGES.items():
+                    say(figure(f"ceiling: {label} (same SQL)", r[f"ceiling {page}"]))
+                    say(figure(label, r[page], ceiling=r[f"ceiling {page}"]))
+                say(figure("PUT /profile (a write in the request's transaction)", r["profile_put"], ceiling=ceil))
                 say(figure("POST /credits/spend", r["spend"], ceiling=ceil))
                 say(figure("POST /auth/refresh (own rotation chains)", r["refresh"], ceiling=ceil))
-                for name in ("me_own (baseline)", "spend (baseline)"):
-                    if name in r:
-                        say(figure(f"{name}: {baseline_dir}", r[name], ceiling=ceil))
+                for name in BASELINED:
+                    if f"{name} (baseline)" in r:
+                        base = r[f"ceiling {name}"] if name in PAGES else ceil
+                        say(figure(f"{name} (baseline): {baseline_dir}", r[f"{name} (baseline)"], ceiling=base))
 
                 # Goals are judged on ratios taken within each round (figures measured minutes apart on a shared
                 # machine drift together), then the median over the rounds.
@@ -249,6 +293,18 @@ def main() -> int:
                     round_verdict("users/me own p99 / p50", tails, "<", 4.0),
                     round_verdict("credits/spend / ceiling", per_round("spend"), ">=", 0.25),
                 ]
+                for page, label in PAGES.items():
+                    checks.append(round_verdict(f"{label} / same SQL", per_round(page, f"ceiling {page}"), ">=", 0.40))
+                    page_tails = [x.p99_ms / x.p50_ms for x in results[page]]
+                    checks.append(round_verdict(f"{label} p99 / p50", page_tails, "<", 4.0))
+                if baseline is not None:
+                    for name in BASELINED:
+                        base = f"ceiling {name}" if name in PAGES else "ceiling"
+                        say(
+                            round_verdict(
+                                f"{name} (baseline) / its ceiling", per_round(f"{name} (baseline)", base), ">=", 0
+                            )
+                        )
                 # Each login round is judged against a hash timed just before it, on the server's core with the
                 # servers idle: the machine's speed drifts between minutes.
                 threads = 1 if common.PINNING else min(os.cpu_count() or 1, len(common.CPUS))

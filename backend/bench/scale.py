@@ -26,6 +26,7 @@ from sqlalchemy import event
 
 from app.core import security
 from app.main import create_app
+from app.state import state_of
 from bench import common
 from bench.common import say
 from bench.seed import PASSWORD, TOKEN_MINUTES, insert_org, insert_sessions, insert_users, settings_for
@@ -203,7 +204,7 @@ async def explain_all(dsn: str, world: dict[str, Any]) -> bool:
             if statement.lstrip().upper().startswith("SELECT"):
                 captured.append((current["name"], statement, parameters))
 
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", capture)
+        event.listen(state_of(app).engine.sync_engine, "before_cursor_execute", capture)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for name, (token, path) in endpoints(world).items():

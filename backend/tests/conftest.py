@@ -32,6 +32,7 @@ from sqlalchemy.pool import NullPool
 from app.core.db import Base
 from app.core.settings import Settings
 from app.main import create_app
+from app.state import state_of
 from tests.documented import check_answer
 
 BACKEND_DIR = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def settings(base_settings: dict[str, Any]) -> Settings:
 
 async def _clean(app: FastAPI) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
-    async with app.state.engine.begin() as connection:
+    async with state_of(app).engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
         else:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.auth import service as auth_service
 from app.core import security
+from app.state import state_of
 from app.users import service as user_service
 from app.users.models import User
 
@@ -55,9 +56,9 @@ async def create_user(
     logged_in: bool = True,
 ) -> TestUser:
     """A user (with profile and starting credits unless ``profile=False``) and, by default, a session."""
-    settings = app.state.settings
+    settings = state_of(app).settings
     email = email or unique_email()
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         user = await user_service.create_user(
             session,
             email=email,
@@ -84,6 +85,6 @@ async def create_user(
 
 
 async def load_user(app: FastAPI, user_id: uuid.UUID) -> User | None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         user: User | None = await session.get(User, user_id)
         return user

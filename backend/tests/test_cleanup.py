@@ -16,6 +16,7 @@ from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChall
 from app.core.db import utcnow
 from app.core.settings import Settings
 from app.orgs.models import Invitation
+from app.state import state_of
 from app.users.models import DeletedSupabaseIdentity
 from tests.conftest import make_settings
 from tests.factories import create_user
@@ -24,7 +25,7 @@ from tests.orgs.helpers import make_org
 
 async def ids(app: FastAPI, model: Any) -> set[Any]:
     [key] = model.__table__.primary_key.columns
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return set(await session.scalars(select(key)))
 
 
@@ -70,7 +71,7 @@ async def seed(app: FastAPI) -> dict[str, tuple[list[Any], list[Any]]]:
         ),
         "audit": ([event(now - timedelta(days=400))], [event(now - timedelta(days=10))]),
     }
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         for gone, kept in rows.values():
             session.add_all([*gone, *kept])
         await session.commit()
@@ -86,7 +87,7 @@ class TestRun:
     async def test_each_target_deletes_only_what_is_past_its_cutoff(self, app: FastAPI, settings: Settings) -> None:
         rows = await seed(app)
         before = {model: await ids(app, model) for model in (AuthSession, AuditEvent)}
-        report = await cleanup.run(app.state.engine, settings, batch_size=1)
+        report = await cleanup.run(state_of(app).engine, settings, batch_size=1)
         for name, model in [
             ("sessions", AuthSession),
             ("tokens", EmailToken),
@@ -108,32 +109,32 @@ class TestRun:
     async def test_batches(self, app: FastAPI, settings: Settings) -> None:
         user = await create_user(app, logged_in=False)
         old = utcnow() - timedelta(days=3)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             session.add_all(MfaChallenge(user_id=user.id, created_at=old, expires_at=old) for _ in range(5))
             await session.commit()
         only = tuple(t for t in cleanup.TARGETS if t.model is MfaChallenge)
-        report = await cleanup.run(app.state.engine, settings, batch_size=2, targets=only)
+        report = await cleanup.run(state_of(app).engine, settings, batch_size=2, targets=only)
         [done] = report.done
         assert (done.deleted, done.batches, len(done.batch_seconds)) == (5, 3, 3)
         assert await ids(app, MfaChallenge) == set()
 
     async def test_audit_retention_setting(self, app: FastAPI, base_settings: dict[str, Any]) -> None:
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             session.add(AuditEvent(action="test.event", details={}, created_at=utcnow() - timedelta(days=10)))
             await session.commit()
         short = make_settings(base_settings, AUDIT_RETENTION_DAYS=5)
         only = tuple(t for t in cleanup.TARGETS if t.model is AuditEvent)
-        report = await cleanup.run(app.state.engine, short, targets=only)
+        report = await cleanup.run(state_of(app).engine, short, targets=only)
         assert report.total == 1
 
     async def test_grace(self, app: FastAPI, settings: Settings) -> None:
         user = await create_user(app, logged_in=False)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             session.add(MfaChallenge(user_id=user.id, expires_at=utcnow() - timedelta(hours=2)))
             await session.commit()
         only = tuple(t for t in cleanup.TARGETS if t.model is MfaChallenge)
-        assert (await cleanup.run(app.state.engine, settings, targets=only)).total == 0
-        assert (await cleanup.run(app.state.engine, settings, grace=timedelta(hours=1), targets=only)).total == 1
+        assert (await cleanup.run(state_of(app).engine, settings, targets=only)).total == 0
+        assert (await cleanup.run(state_of(app).engine, settings, grace=timedelta(hours=1), targets=only)).total == 1
 
 
 class TestTargets:

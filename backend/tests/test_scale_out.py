@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from app.core import security
+from app.state import state_of
 from tests.conftest import BACKEND_DIR, PG_HOST, PG_PORT, PG_USER, _admin, in_thread, requires_postgres
 from tests.core.uvicorn_server import uvicorn_server
 
@@ -199,11 +200,13 @@ class TestIdleConnectionPing:
         async with client_for(application) as client:
             for path in ("/api/v1/users/me", "/api/v1/profile"):  # the driver pool's lookup; the engine's session
                 assert (await client.get(path, headers=user.headers)).status_code == 200
-            async with application.state.engine.connect() as connection:
+            async with state_of(application).engine.connect() as connection:
                 engine_pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-            async with application.state.driver.connection() as connection:
+            driver = state_of(application).data.driver
+            assert driver is not None
+            async with driver.connection() as connection:
                 driver_pid = await connection.fetchval("SELECT pg_backend_pid()")
-            killer = await asyncpg.connect(application.state.settings.DATABASE_URL.replace("+asyncpg", ""))
+            killer = await asyncpg.connect(state_of(application).settings.DATABASE_URL.replace("+asyncpg", ""))
             try:
                 for pid in (engine_pid, driver_pid):
                     assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)

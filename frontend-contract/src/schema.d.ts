@@ -2323,7 +2323,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -5595,7 +5595,7 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
+            code: "account_deleted" | "inactive_user" | "invalid_api_key" | "invalid_credentials" | "invalid_token" | "not_authenticated" | "session_revoked" | "token_expired";
             /**
              * Detail
              * @description Human-readable; do not match on it.
@@ -7353,7 +7353,7 @@ export interface operations {
                     "application/json": components["schemas"]["InvalidPasswordError"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
@@ -10794,7 +10794,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
+            /** @description Unauthorized. `code`: `account_deleted`, `inactive_user`, `invalid_api_key`, `invalid_credentials`, `invalid_token`, `not_authenticated`, `session_revoked`, `token_expired` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];

@@ -21,6 +21,7 @@ from fastapi import Request
 from sqlalchemy import ColumnElement, and_, or_, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.state import state_of
 from app.users.models import User
 
 LIKE_ESCAPE = "\\"
@@ -130,7 +131,4 @@ class EmailSample:
 
 async def email_sample(request: Request) -> EmailSample:
     """The app's ``EmailSample`` (per app: two apps in one process may serve different databases)."""
-    sample: EmailSample | None = getattr(request.app.state, "email_sample", None)
-    if sample is None:
-        sample = request.app.state.email_sample = EmailSample()
-    return sample
+    return state_of(request.app).email_sample

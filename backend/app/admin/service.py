@@ -14,14 +14,14 @@ from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, RevokeReason
+from app.core.data import in_session
 from app.core.updates import apply_changes
 from app.credits import service as credit_service
-from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
 from app.users import lifecycle
 from app.users import service as user_service
-from app.users.models import User
+from app.users.models import User, UserRow
 
 
 async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -92,14 +92,14 @@ class UserDetail:
 async def get_user_detail(session: AsyncSession, user_id: uuid.UUID) -> UserDetail:
     user = await user_service.get_user(session, user_id)
     memberships = await org_service.list_user_memberships(session, user_id)
-    balance = await credit_service.get_balance(session, user_id)
+    balance = await credit_service.get_balance(in_session(session), user_id)
     return UserDetail(user=user, organizations=memberships, balance=balance)
 
 
 async def update_user(
     session: AsyncSession,
     *,
-    actor: User,
+    actor: UserRow,
     user_id: uuid.UUID,
     changes: AdminUserUpdate,
     ip_address: str | None,
@@ -128,7 +128,7 @@ async def update_user(
 
 
 async def delete_user(
-    session: AsyncSession, *, actor: User, user_id: uuid.UUID, force: bool, ip_address: str | None
+    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, force: bool, ip_address: str | None
 ) -> lifecycle.Deletion:
     """The self-service deletion's implementation (app/users/lifecycle.py), by an admin: the same rules, and
     ``force`` also deletes the organizations where the user is the last owner and others remain."""
@@ -144,7 +144,7 @@ async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[
 
 
 async def revoke_user_sessions(
-    session: AsyncSession, *, actor: User, user_id: uuid.UUID, ip_address: str | None
+    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, ip_address: str | None
 ) -> int:
     await user_service.get_user(session, user_id)
     ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.ADMIN)
@@ -160,12 +160,12 @@ async def revoke_user_sessions(
 
 
 async def adjust_credits(
-    session: AsyncSession, *, actor: User, user_id: uuid.UUID, amount: int, reason: str, ip_address: str | None
-) -> CreditTransaction:
+    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, amount: int, reason: str, ip_address: str | None
+) -> credit_service.LedgerRow:
     """Add (or, with a negative amount, take) credits; never below zero. The ledger names the admin."""
     await user_service.get_user(session, user_id)
     return await credit_service.adjust_credits(
-        session, user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=ip_address
+        in_session(session), user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=ip_address
     )
 
 
@@ -191,7 +191,7 @@ async def list_orgs(
     return [(org, int(count)) for org, count in rows], int(total or 0)
 
 
-async def delete_org(session: AsyncSession, *, actor: User, org_id: uuid.UUID, ip_address: str | None) -> None:
+async def delete_org(session: AsyncSession, *, actor: UserRow, org_id: uuid.UUID, ip_address: str | None) -> None:
     org = await org_service.get_org(session, org_id)  # raises org_not_found
     name, slug = org.name, org.slug
     await org_service.delete_org(session, org_id, actor.id, ip_address=ip_address)

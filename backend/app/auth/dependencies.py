@@ -11,30 +11,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-import jwt
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from app.auth import supabase
+from app.auth import identity, supabase
 from app.auth.exceptions import (
-    AccessTokenExpiredError,
     ApiKeyNotAllowedError,
     InactiveUserError,
-    InvalidAccessTokenError,
     InvalidApiKeyError,
     MfaRequiredError,
     NotAuthenticatedError,
     NotOwnSessionError,
     SessionRevokedError,
 )
-from app.auth.identity import IdentityStore
+from app.auth.tokens import TokenCache
 from app.core import security
+from app.core.context import client_ip
 from app.core.db import utcnow
 from app.core.errors import Forbidden
-from app.core.settings import Settings, SettingsDep
-from app.core.token_cache import VerifiedTokens
+from app.core.raises import raises
+from app.core.settings import SettingsDep
 from app.orgs import policy
-from app.users.models import User
+from app.state import AppState, state_of
+from app.users.models import UserRow
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -54,7 +53,7 @@ class ApiKeyCaller:
 
 @dataclass(slots=True)
 class Principal:
-    user: User  # for an API key: its creator (the audit log's actor_id)
+    user: UserRow  # for an API key: its creator (the audit log's actor_id)
     session_id: uuid.UUID | None  # this API's session; None for Supabase tokens and API keys
     # The assurance level: of this API's session (read fresh with it, so a session raised to aal2 by confirming
     # MFA counts at once), or the Supabase token's own ``aal`` claim. A key has none (it is not a person).
@@ -68,75 +67,30 @@ class Principal:
         return self.aal == "aal2"
 
 
-def is_own_token(settings: Settings, token: str) -> bool:
-    """Decided from the header and the issuer alone, never by trying every verifier."""
-    try:
-        header, claims = supabase.peek(token)  # unverified, cheap: routing only
-    except InvalidAccessTokenError:
-        return True  # not a JWT at all: our verifier gives the precise 401
-    return header.get("alg") == security.JWT_ALGORITHM and claims.get("iss") == settings.JWT_ISSUER
-
-
-def verified_tokens(request: Request) -> VerifiedTokens[security.AccessClaims]:
-    """The app's cache of own tokens (per app: two apps in one process may hold different SECRET_KEYs)."""
-    cache: VerifiedTokens[security.AccessClaims] | None = getattr(request.app.state, "verified_tokens", None)
-    if cache is None:
-        cache = request.app.state.verified_tokens = VerifiedTokens()
-    return cache
-
-
-def _own_claims(
-    settings: Settings, token: str, verified: VerifiedTokens[security.AccessClaims] | None
-) -> security.AccessClaims:
-    known = verified.get(token) if verified is not None else None
-    if known is not None:
-        claims, valid_until = known
-        if valid_until <= utcnow():
-            raise AccessTokenExpiredError()
-        return claims
-    try:
-        claims = security.decode_access_token(settings, token)
-    except jwt.ExpiredSignatureError as exc:
-        raise AccessTokenExpiredError() from exc
-    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidAccessTokenError() from exc
-    if verified is not None:
-        verified.add(token, claims, claims.expires_at)
-    return claims
-
-
-def identity_store(request: Request) -> IdentityStore:
-    store: IdentityStore = request.app.state.identity
-    return store
-
-
-async def _own_principal(
-    store: IdentityStore,
-    settings: Settings,
-    token: str,
-    verified: VerifiedTokens[security.AccessClaims] | None = None,
-) -> Principal:
-    claims = _own_claims(settings, token, verified)
-    found = await store.session_user(session_id=claims.session_id, user_id=claims.user_id)
+async def _own_principal(state: AppState, claims: security.AccessClaims) -> Principal:
+    found = await identity.session_user(state.data, session_id=claims.session_id, user_id=claims.user_id)
     if found is None:
         raise SessionRevokedError()
-    user, state = found
+    user, session = found
     if not user.is_active:  # first: deactivation also ends the sessions, and the answer names the cause
         raise InactiveUserError()
     now = utcnow()
-    if state.revoked_at is not None or state.expires_at <= now:
+    if session.revoked_at is not None or session.expires_at <= now:
         raise SessionRevokedError()
-    if now - state.last_used_at >= LAST_USED_RESOLUTION:
-        await store.touch_session(claims.session_id, now)
-    return Principal(user=user, session_id=claims.session_id, aal=state.aal)
+    if now - session.last_used_at >= LAST_USED_RESOLUTION:
+        await identity.touch_session(state.data, claims.session_id, now)
+    return Principal(user=user, session_id=claims.session_id, aal=session.aal)
 
 
-async def _key_principal(store: IdentityStore, settings: Settings, token: str) -> Principal:
+async def _key_principal(state: AppState, token: str) -> Principal:
     """An organization API key: format and tag checked without the database (a guessed or mistyped key costs no
     query), then one lookup by its prefix that also reads the creator's current role, and a constant-time
     comparison of the stored HMAC. Every way a key dies answers the same 401 ``invalid_api_key``."""
+    settings = state.settings
     prefix = security.parse_api_key(settings, token)
-    found = await store.api_key(prefix) if prefix is not None else None
+    if prefix is None:
+        raise InvalidApiKeyError()
+    found = await state.data.one(identity.API_KEY, prefix=prefix)
     if found is None:
         raise InvalidApiKeyError()
     user, key = found
@@ -150,7 +104,7 @@ async def _key_principal(store: IdentityStore, settings: Settings, token: str) -
     ):
         raise InvalidApiKeyError()
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        await store.touch_api_key(key.id, now, now - LAST_USED_RESOLUTION)
+        await identity.touch_api_key(state.data, key.id, now, now - LAST_USED_RESOLUTION)
     caller = ApiKeyCaller(id=key.id, org_id=key.org_id, role=key.role, name=key.name)
     return Principal(user=user, session_id=None, api_key=caller)
 
@@ -166,20 +120,26 @@ async def _resolve(request: Request, token: str | None, *, keys: bool = False) -
     return known
 
 
+@raises(TokenCache.verify)  # called through the app's state, which the error analysis does not follow
 async def _resolve_token(request: Request, token: str | None) -> Principal:
     if not token:
         raise NotAuthenticatedError()
-    settings: Settings = request.app.state.settings
-    verified = verified_tokens(request)
+    state = state_of(request.app)
     if token.startswith(security.API_KEY_PREFIX):
-        principal = await _key_principal(identity_store(request), settings, token)
-    elif verified.get(token) is not None or is_own_token(settings, token):
-        principal = await _own_principal(identity_store(request), settings, token, verified)
+        principal = await _key_principal(state, token)
+        request.state.user_id = principal.user.id
+        request.state.principal = principal
+        return principal
+    verified = await state.tokens.verify(token, state.jwks)
+    if verified.own is not None:
+        principal = await _own_principal(state, verified.own)
     else:
-        user, identity = await supabase.authenticate(request, token)
+        assert verified.supabase is not None
+        user = await supabase.authenticate(state, verified.supabase, client_ip(request))
         if not user.is_active:
             raise InactiveUserError()
-        principal = Principal(user=user, session_id=None, aal=identity.aal, issued_at=identity.issued_at)
+        asserted = verified.supabase
+        principal = Principal(user=user, session_id=None, aal=asserted.aal, issued_at=asserted.issued_at)
     request.state.user_id = principal.user.id
     request.state.principal = principal
     return principal
@@ -210,7 +170,7 @@ class _PrincipalScheme(_CallerScheme):
 
 
 class _UserScheme(_CallerScheme):
-    async def __call__(self, request: Request) -> User:  # type: ignore[override]
+    async def __call__(self, request: Request) -> UserRow:  # type: ignore[override]
         return (await _resolve(request, await self.bearer_token(request))).user
 
 
@@ -231,7 +191,9 @@ async def own_principal(principal: Annotated[Principal, Depends(current_principa
     return principal
 
 
-async def current_superuser(principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep) -> User:
+async def current_superuser(
+    principal: Annotated[Principal, Depends(current_principal)], settings: SettingsDep
+) -> UserRow:
     """The one gate of /admin: a superuser, and with ``ADMIN_REQUIRE_MFA`` one whose token is aal2."""
     if not principal.user.is_superuser:
         raise Forbidden("Superuser privileges are required.")
@@ -252,5 +214,5 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CurrentCaller = Annotated[Principal, Depends(current_caller)]  # a person or an organization API key
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 OwnPrincipal = Annotated[Principal, Depends(own_principal)]  # sessions of Supabase users are Supabase's
-CurrentUser = Annotated[User, Depends(current_user)]
-Superuser = Annotated[User, Depends(current_superuser)]
+CurrentUser = Annotated[UserRow, Depends(current_user)]
+Superuser = Annotated[UserRow, Depends(current_superuser)]

@@ -5,23 +5,21 @@ from __future__ import annotations
 import logging
 
 from fastapi import BackgroundTasks, FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import service as auth_service
 from app.core.settings import Settings
 from app.integrations.email import EmailMessageData, EmailSender, frontend_link, render
+from app.state import state_of
 
 logger = logging.getLogger("app.auth.mail")
 
 
 def _sender(app: FastAPI) -> EmailSender:
-    sender: EmailSender = app.state.email_sender
-    return sender
+    return state_of(app).email_sender
 
 
 def _settings(app: FastAPI) -> Settings:
-    settings: Settings = app.state.settings
-    return settings
+    return state_of(app).settings
 
 
 def _token_message(
@@ -87,7 +85,7 @@ def password_reset_later(request: Request, background: BackgroundTasks, *, email
 
 async def _password_reset_job(app: FastAPI, *, email: str, ip_address: str | None) -> None:
     settings = _settings(app)
-    sessionmaker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    sessionmaker = state_of(app).sessionmaker
     try:
         async with sessionmaker() as session:
             found = await auth_service.request_password_reset(session, settings, email=email, ip_address=ip_address)

@@ -34,6 +34,7 @@ from app.core import security
 from app.core.db import new_id, utcnow
 from app.core.errors import AppError
 from app.core.settings import Settings
+from app.users import service as user_service
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ async def _claim(
 
 async def enroll(session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, current_password: str) -> Enrollment:
     """A new TOTP secret, pending until confirmed; it replaces a pending one. 409 while MFA is on."""
-    user = await auth_service.lock_user(session, user_id)
+    user = await user_service.lock_user(session, user_id)
     await auth_service.check_current_password(user, current_password)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
@@ -177,7 +178,7 @@ async def confirm(
 ) -> list[str]:
     """Turn MFA on with a first code of the pending secret: new recovery codes (returned once, stored hashed),
     and the caller's session becomes aal2 (it just proved both factors)."""
-    user = await auth_service.lock_user(session, user_id)
+    user = await user_service.lock_user(session, user_id)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
     factor = await _factor(session, user.id)
@@ -221,7 +222,7 @@ async def disable(
 ) -> list[uuid.UUID]:
     """Turn MFA off with a code or a recovery code: the factor, its recovery codes and pending logins go, every
     other session ends, and the caller's session is aal1 from now on. Returns the ended sessions."""
-    user = await auth_service.lock_user(session, user_id)
+    user = await user_service.lock_user(session, user_id)
     factor = await _factor(session, user.id)
     if not user.mfa_enabled or factor is None:
         raise MfaNotEnabledError()
@@ -295,7 +296,7 @@ async def verify(
     ):
         raise MfaTokenInvalidError()
     # The user's row first, as enrol/confirm/disable and starting a session take it: one lock order, no deadlock.
-    user = await auth_service.lock_user(session, challenge.user_id)
+    user = await user_service.lock_user(session, challenge.user_id)
     factor = await _factor(session, challenge.user_id)
     if not user.is_active or not user.mfa_enabled or factor is None:
         raise MfaTokenInvalidError()  # deactivated, or MFA turned off since the password step

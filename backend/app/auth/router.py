@@ -239,7 +239,7 @@ async def change_password(
     """Change the password; every other session of the caller ends."""
     await auth_service.change_password(
         session,
-        user=principal.user,
+        user_id=principal.user.id,
         current_password=body.current_password,
         new_password=body.new_password,
         current_session_id=principal.session_id,

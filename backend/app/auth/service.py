@@ -22,14 +22,13 @@ from app.auth.exceptions import (
     WeakPasswordError,
     WrongPasswordError,
 )
-from app.auth.identity import attach
 from app.auth.models import Aal, AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, RevokeReason
 from app.core import security
 from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
 from app.users.exceptions import EmailTakenError, ManagedBySupabaseError
-from app.users.models import AuthProvider, User
+from app.users.models import AnyUser, AuthProvider, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +114,11 @@ async def authenticate(session: AsyncSession, *, email: str, password: str, ip_a
     return user
 
 
-async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    """The user's row, locked until the transaction ends: serializes a user's logins (counting their live
-    sessions and ending the surplus is one step) and MFA changes. ``FOR NO KEY UPDATE`` on PostgreSQL, so
-    rows that reference the user (a new session) can still be inserted meanwhile and no deadlock arises with
-    their key-share locks; SQLite runs one writer at a time anyway (the clause is not rendered there)."""
-    user = await session.scalar(
-        select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
-    )
-    if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py): the sign-in is void
-        raise InvalidCredentialsError("This account no longer exists.")
-    return user
-
-
 async def _end_sessions_over_cap(
     session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, keep: uuid.UUID, now: datetime
 ) -> list[uuid.UUID]:
     """At most MAX_SESSIONS_PER_USER live sessions (``keep``, the new one, among them): the least recently
-    used of the others end. Call under ``lock_user``."""
+    used of the others end. Call under ``users.service.lock_user``."""
     others = (
         select(AuthSession.id)
         .where(
@@ -159,7 +145,7 @@ async def start_session(
 ) -> IssuedTokens:
     """A new session of ``user``; beyond MAX_SESSIONS_PER_USER live ones, the least recently used ends (two
     logins racing cannot both keep theirs over the cap: they run one after the other, ``lock_user``)."""
-    await lock_user(session, user.id)
+    await user_service.lock_user(session, user.id)
     now = utcnow()
     auth_session = AuthSession(
         user_id=user.id,
@@ -403,7 +389,7 @@ async def logout_all(session: AsyncSession, *, user_id: uuid.UUID, ip_address: s
     return ended
 
 
-async def check_current_password(user: User, password: str) -> None:
+async def check_current_password(user: AnyUser, password: str) -> None:
     """Re-authentication for a sensitive change: 400 ``invalid_password`` unless ``password`` is the user's."""
     if user.hashed_password is None:
         raise WrongPasswordError("This account has no password here; it signs in through Supabase.")
@@ -413,7 +399,7 @@ async def check_current_password(user: User, password: str) -> None:
 
 
 async def reauthenticate(
-    session: AsyncSession, *, user: User, password: str, failed_action: str, ip_address: str | None
+    session: AsyncSession, *, user: AnyUser, password: str, failed_action: str, ip_address: str | None
 ) -> None:
     """The current password of an own account, asked again before a change that a stolen access token alone
     must not make (email change, account deletion). Wrong: the attempt is audited as ``failed_action`` (committed,
@@ -437,13 +423,13 @@ async def reauthenticate(
 async def change_password(
     session: AsyncSession,
     *,
-    user: User,
+    user_id: uuid.UUID,
     current_password: str,
     new_password: str,
     current_session_id: uuid.UUID | None,
     ip_address: str | None,
 ) -> list[uuid.UUID]:
-    user = await attach(session, user)
+    user = await user_service.lock_user(session, user_id)
     await check_current_password(user, current_password)
     if new_password.strip().lower() == user.email:
         raise WeakPasswordError(field="new_password")
@@ -475,7 +461,7 @@ async def _spend_email_tokens(session: AsyncSession, *, user_id: uuid.UUID, purp
 
 
 async def create_email_token(
-    session: AsyncSession, settings: Settings, *, user: User, purpose: EmailTokenPurpose, email: str | None = None
+    session: AsyncSession, settings: Settings, *, user: AnyUser, purpose: EmailTokenPurpose, email: str | None = None
 ) -> str:
     """A single-use token mailed to ``email`` (default ``user.email``; 256 bits, only its SHA-256 is stored).
 
@@ -542,11 +528,11 @@ async def consume_email_token(session: AsyncSession, *, token: str, purpose: Ema
     return user
 
 
-def is_own_account(user: User) -> bool:
+def is_own_account(user: AnyUser) -> bool:
     return user.auth_provider == AuthProvider.LOCAL and user.hashed_password is not None
 
 
-async def request_email_verification(session: AsyncSession, settings: Settings, *, user: User) -> str | None:
+async def request_email_verification(session: AsyncSession, settings: Settings, *, user: AnyUser) -> str | None:
     """A verification token to mail, or None when there is nothing to verify here (already verified, or an
     account whose email Supabase manages)."""
     if user.is_verified or not is_own_account(user):
@@ -611,7 +597,7 @@ async def request_email_change(
     session: AsyncSession,
     settings: Settings,
     *,
-    user: User,
+    user: AnyUser,
     new_email: str,
     current_password: str,
     ip_address: str | None,

@@ -19,13 +19,12 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.auth import service as auth_service
@@ -36,14 +35,14 @@ from app.auth.exceptions import (
     AnonymousUserError,
     InvalidAccessTokenError,
 )
-from app.auth.identity import IdentityStore
+from app.auth.identity import SUPABASE_DELETED_AT, SUPABASE_USER
 from app.auth.jwks import JwksClient
-from app.core.context import client_ip
+from app.core.data import in_session
 from app.core.emails import normalize_email
 from app.core.settings import Settings
-from app.core.token_cache import VerifiedTokens
+from app.state import AppState
 from app.users import service as user_service
-from app.users.models import User
+from app.users.models import UserRow
 
 AUDIENCE = "authenticated"
 USER_ROLE = "authenticated"
@@ -78,14 +77,6 @@ def create_jwks_client(settings: Settings) -> JwksClient | None:
         cache_seconds=settings.SUPABASE_JWKS_CACHE_SECONDS,
         min_refetch_seconds=settings.SUPABASE_JWKS_MIN_REFETCH_SECONDS,
     )
-
-
-def get_jwks_client(app: FastAPI) -> JwksClient | None:
-    """The app's JWKS client: made in the lifespan (which closes it), or here on first use without one."""
-    if not hasattr(app.state, "jwks"):
-        app.state.jwks = create_jwks_client(app.state.settings)
-    client: JwksClient | None = app.state.jwks
-    return client
 
 
 # --- verification ---------------------------------------------------------------------------------------
@@ -128,11 +119,7 @@ async def _verification_key(settings: Settings, jwks: JwksClient | None, token: 
     raise InvalidAccessTokenError()
 
 
-async def verify_token(settings: Settings, jwks: JwksClient | None, token: str) -> dict[str, Any]:
-    """The verified claims of a Supabase access token, or a 401 (503 while the JWKS is unreachable)."""
-    if not settings.supabase_enabled:
-        raise InvalidAccessTokenError()
-    key, algorithm = await _verification_key(settings, jwks, token)
+def _decode(settings: Settings, token: str, key: Any, algorithm: str) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -148,6 +135,22 @@ async def verify_token(settings: Settings, jwks: JwksClient | None, token: str) 
     except jwt.PyJWTError as exc:
         raise InvalidAccessTokenError() from exc
     return claims
+
+
+async def verify_token(settings: Settings, jwks: JwksClient | None, token: str) -> dict[str, Any]:
+    """The verified claims of a Supabase access token, or a 401 (503 while the JWKS is unreachable)."""
+    if not settings.supabase_enabled:
+        raise InvalidAccessTokenError()
+    key, algorithm = await _verification_key(settings, jwks, token)
+    return _decode(settings, token, key, algorithm)
+
+
+def verify_hs256(settings: Settings, token: str) -> dict[str, Any] | None:
+    """The claims of an HS256 token verified with the same checks as verify_token, when that needs no key fetch
+    (SUPABASE_JWT_SECRET set, ``alg`` HS256); None when it would (or Supabase is off). Raises like verify_token."""
+    if not settings.supabase_enabled or not settings.SUPABASE_JWT_SECRET or peek(token)[0].get("alg") != "HS256":
+        return None
+    return _decode(settings, token, settings.SUPABASE_JWT_SECRET, "HS256")
 
 
 def _email_verified(claims: dict[str, Any]) -> bool:
@@ -212,11 +215,11 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
 # --- the local user ---------------------------------------------------------------------------------------
 
 
-async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> User:
+async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> UserRow:
     """The token's email belongs to an account of its own: link it only on a verified email, else 409."""
     existing = await user_service.find_user_by_email(session, identity.local_email)
     if existing is not None and existing.supabase_id == identity.user_id:
-        return existing  # a concurrent first request of the same Supabase user linked it a moment ago
+        return await _local_user(session, identity)  # a concurrent first request of the same Supabase user linked it
     if existing is None or existing.supabase_id is not None or not identity.email_verified:
         raise AccountExistsError()
     # An own account whose email was never verified may have been registered by someone else ahead of the
@@ -236,85 +239,61 @@ async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: 
             ip_address=ip_address,
             details={"supabase_id": str(identity.user_id), "password_dropped": unproven},
         )
-    user = await user_service.find_user_by_supabase_id(session, identity.user_id)
-    if user is None:  # linked to another Supabase user meanwhile, or deleted
+    return await _local_user(session, identity)  # AccountExistsError: linked to another Supabase user meanwhile
+
+
+async def _local_user(session: AsyncSession, identity: SupabaseIdentity) -> UserRow:
+    user = await in_session(session).one(SUPABASE_USER, supabase_id=identity.user_id)
+    if user is None:
         raise AccountExistsError()
     return user
 
 
-def _needs_write(user: User, identity: SupabaseIdentity) -> bool:
+def _needs_write(user: UserRow, identity: SupabaseIdentity) -> bool:
     """The token asserts a verified email the local row does not have yet (resolve_user records it)."""
     return identity.email_verified and not user.is_verified and user.email == identity.email
 
 
-async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_address: str | None) -> User:
+async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_address: str | None) -> UserRow:
     """The local user of a verified identity; created on first sight (id = sub), linked on a verified merge."""
-    user = await user_service.find_user_by_supabase_id(session, identity.user_id)
+    user = await in_session(session).one(SUPABASE_USER, supabase_id=identity.user_id)
     if user is not None:
-        if _needs_write(user, identity):
-            user.is_verified = True  # confirmed in Supabase since the first sight: one write, once
+        if _needs_write(user, identity):  # confirmed in Supabase since the first sight: one write, once
+            await user_service.mark_verified(session, user.id)
+            user = replace(user, is_verified=True)
         return user
-    user = await user_service.provision_supabase_user(
+    if await user_service.provision_supabase_user(
         session,
         supabase_id=identity.user_id,
         email=identity.local_email,
         full_name=identity.full_name,
         is_verified=identity.email_verified,
-    )
-    if user is None:
-        return await _merge(session, identity, ip_address)
-    return user
+    ):
+        return await _local_user(session, identity)
+    return await _merge(session, identity, ip_address)
 
 
-def _verified_identities(app: FastAPI) -> VerifiedTokens[SupabaseIdentity]:
-    cache: VerifiedTokens[SupabaseIdentity] | None = getattr(app.state, "supabase_identities", None)
-    if cache is None:
-        cache = app.state.supabase_identities = VerifiedTokens()
-    return cache
-
-
-async def verified_identity(request: Request, token: str) -> SupabaseIdentity:
-    """The identity a Supabase token asserts; each token's signature and claims are verified once per process
-    (expiry, with the same leeway, on every use)."""
-    settings: Settings = request.app.state.settings
-    cache = _verified_identities(request.app)
-    known = cache.get(token)
-    if known is not None:
-        identity, valid_until = known
-        if valid_until <= datetime.now(UTC):
-            raise AccessTokenExpiredError()
-        return identity
-    claims = await verify_token(settings, get_jwks_client(request.app), token)
-    identity = identity_from_claims(settings, claims)  # refusals (role, anonymous) are never cached
-    cache.add(token, identity, datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS))
-    return identity
-
-
-async def _refuse_deleted(store: IdentityStore, identity: SupabaseIdentity) -> None:
+async def _refuse_deleted(state: AppState, identity: SupabaseIdentity) -> None:
     """401 ``account_deleted`` for a token issued before its account here was deleted (the tombstone)."""
-    deleted_at = await store.supabase_deleted_at(identity.user_id)
+    deleted_at = await state.data.one(SUPABASE_DELETED_AT, supabase_id=identity.user_id)
     if deleted_at is not None and identity.issued_at <= deleted_at:
         raise AccountDeletedError()
 
 
-async def authenticate(request: Request, token: str) -> tuple[User, SupabaseIdentity]:
-    """The local user of a Supabase token, with the identity it asserts (``aal``, ``issued_at``). A known user is
-    one lookup outside the request's transaction (app/auth/identity.py); first sight (provisioning, a merge) or a
-    newly verified email is written in a short transaction of its own, committed before the request goes on (or
-    rolled back, e.g. 409 account_exists).
+async def authenticate(state: AppState, identity: SupabaseIdentity, ip_address: str | None) -> UserRow:
+    """The local user of a verified Supabase identity. A known user is one lookup outside the request's
+    transaction (app/auth/identity.py); first sight (provisioning, a merge) or a newly verified email is written
+    in a short transaction of its own, committed before the request goes on (or rolled back, e.g. 409
+    account_exists).
 
     A token issued before the account it names existed (no account, or one created after the token) is first
     checked against the tombstones of deleted accounts: an account deleted here is not provisioned again by a
     token from before the deletion (401 ``account_deleted``). Known users with tokens issued after their account
     was created, the hot path, never pay that lookup."""
-    identity = await verified_identity(request, token)
-    store: IdentityStore = request.app.state.identity
-    user = await store.supabase_user(identity.user_id)
+    user = await state.data.one(SUPABASE_USER, supabase_id=identity.user_id)
     if user is None or identity.issued_at < user.created_at:
-        await _refuse_deleted(store, identity)
+        await _refuse_deleted(state, identity)
     if user is not None and not _needs_write(user, identity):
-        return user, identity
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session, session.begin():
-        user = await resolve_user(session, identity, ip_address=client_ip(request))
-    return user, identity
+        return user
+    async with state.sessionmaker() as session, session.begin():
+        return await resolve_user(session, identity, ip_address=ip_address)

@@ -21,6 +21,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util.concurrency import await_
 
 from app.core.settings import Settings
+from app.state import state_of
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -235,7 +236,7 @@ async def flush_unique(session: AsyncSession, *objects: object) -> bool:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One request, one transaction: committed before the response is sent, rolled back on error."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    sessionmaker = state_of(request.app).sessionmaker
     async with sessionmaker() as session:
         try:
             yield session

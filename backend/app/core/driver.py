@@ -3,7 +3,7 @@
 The caller's lookup (app/auth/identity.py) and a credit spend (app/credits/service.py) are single statements
 that need no ORM and no transaction of the request's. Through SQLAlchemy each cost about as much CPU as the
 rest of its request (docs/SCALING.md); here a statement is built with SQLAlchemy once, compiled once for
-asyncpg, and run on a connection of the app's own small asyncpg pool (``Driver``, ``app.state.driver``):
+asyncpg, and run on a connection of the app's own small asyncpg pool (``Driver``, ``AppState.data.driver``):
 acquiring and releasing one costs a fraction of a checkout from SQLAlchemy's pool, which runs its
 synchronous pool code in a greenlet twice per use. Outside a transaction every statement commits on its own.
 PostgreSQL only: other databases keep the Core/ORM path.

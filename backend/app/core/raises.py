@@ -6,7 +6,7 @@
   ``raise await _fail(..., InvalidMfaCodeError(), ...)``, ``return JwksUnavailableError()``);
 - the errors of every function of this app it calls, recursively: a module's function (``service.login``,
   ``_resolve``), a method of ``self`` or of a parameter whose annotation names an app class
-  (``store.session_user`` with ``store: IdentityStore``);
+  (``data.one`` with ``data: Data``);
 - minus what a ``try`` around the call catches (``except InvalidCredentialsError: raise InvalidGrant()``),
   unless the handler re-raises it;
 - plus what ``@raises(...)`` declares: error classes or functions the analysis cannot see (a call through

@@ -8,18 +8,18 @@ script); a blocked request costs one more (the key's TTL, for ``Retry-After``). 
 requests are served unlimited (fail open) and a warning is logged.
 
 Keys: the client IP (``scope["state"]["client_ip"]``, set by RequestContextMiddleware behind trusted proxies
-only; IPv6 grouped by /64), the caller (the user: the ``sub`` of a bearer token whose signature was checked here:
-this API's tokens, or Supabase HS256 tokens; on /auth/mfa/verify, the user an authentic ``mfa_token`` of the body
-names; or the organization API key: an ``oak_`` key whose HMAC tag checks out, counted per key by its prefix;
-anything else counts as anonymous, i.e. per IP), and, for login and password-reset requests, the email of
-the body (hashed; the body is read once and replayed to the app).
+only; IPv6 grouped by /64), the caller (the user: the subject of a bearer token that verifies in the app's token
+cache, app/auth/tokens.py: this API's tokens, Supabase HS256 tokens, and any token authentication verified before;
+on /auth/mfa/verify, the user an authentic ``mfa_token`` of the body names; or the organization API key: an
+``oak_`` key whose HMAC tag checks out, counted per key by its prefix; anything else counts as anonymous, i.e.
+per IP), and, for login and password-reset requests, the email of the body (hashed; the body is read once and
+replayed to the app).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import ipaddress
 import json
@@ -30,9 +30,8 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import jwt
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers, MutableHeaders
@@ -43,6 +42,9 @@ from app.core import security
 from app.core.emails import normalize_email
 from app.core.errors import error_response
 from app.core.settings import Settings
+
+if TYPE_CHECKING:
+    from app.auth.tokens import TokenCache
 
 logger = logging.getLogger("app.rate_limit")
 
@@ -294,53 +296,6 @@ def bearer_token(headers: Headers) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def verified_subject(settings: Settings, token: str) -> tuple[str, float] | None:
-    """(sub, exp) of a token whose signature checks out here, without any database access: this API's access
-    tokens, and Supabase HS256 tokens when SUPABASE_JWT_SECRET is set. Asymmetric (JWKS) tokens are verified by
-    the auth dependency only; until then they count per IP, so a forged ``sub`` never spends a user's quota."""
-    try:
-        claims = security.decode_access_token(settings, token)
-        return str(claims.user_id), claims.expires_at.timestamp()
-    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
-        pass
-    if not settings.SUPABASE_JWT_SECRET:
-        return None
-    try:
-        verified = jwt.decode(
-            token,
-            settings.SUPABASE_JWT_SECRET,
-            algorithms=["HS256"],
-            audience="authenticated",
-            options={"require": ["exp", "sub"]},
-        )
-        return str(verified["sub"]), float(verified["exp"])
-    except (jwt.PyJWTError, ValueError, KeyError, TypeError):
-        return None
-
-
-class UserKeys:
-    """Token -> the caller's counter identity (``user:<id>``, or ``key:<prefix>`` for an organization API key),
-    with the signature (or the key's tag) checked once per token (pyjwt costs tens of microseconds, and a client
-    sends the same token for its whole lifetime); an expired token counts as anonymous again. A key is counted
-    per key whatever its state: whether it is revoked is the app's question (one lookup), not the limiter's."""
-
-    def __init__(self, settings: Settings, size: int = 4096) -> None:
-        self._lookup = functools.lru_cache(maxsize=size)(functools.partial(verified_subject, settings))
-        self._key = functools.lru_cache(maxsize=size)(functools.partial(security.parse_api_key, settings))
-
-    def caller(self, headers: Headers) -> str | None:
-        token = bearer_token(headers)
-        if token is None or len(token) > 4096:
-            return None
-        if token.startswith(security.API_KEY_PREFIX):
-            prefix = self._key(token)
-            return None if prefix is None else f"key:{prefix}"
-        found = self._lookup(token)
-        if found is None or found[1] <= time.time():
-            return None
-        return f"user:{found[0]}"
-
-
 async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
@@ -407,7 +362,7 @@ class RateLimitMiddleware:
     RequestContextMiddleware (which sets the client IP and adds the security headers to the 429 too).
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter, tokens: TokenCache) -> None:
         self.app = app
         self.settings = settings
         self.limiter = limiter
@@ -425,7 +380,7 @@ class RateLimitMiddleware:
                 self.rules[f"{self.prefix}{path}"] = self._compile(rule)
         self.prefix_rules = [(path, rule) for path, rule in self.rules.items() if path.endswith("/")]
         self.default = self._compile(DEFAULT_RULE)
-        self.users = UserKeys(settings)
+        self.tokens = tokens
 
     def _compile(self, rule: Rule) -> _Compiled:
         items = tuple((limit, parse(getattr(self.settings, limit.setting))) for limit in rule.limits)
@@ -435,6 +390,19 @@ class RateLimitMiddleware:
         """The user of an authentic mfa token (HMAC checked, no database); a forged one counts per IP only."""
         parts = security.parse_mfa_token(self.settings, token) if token else None
         return f"user:{parts.user_id}" if parts else None
+
+    def _caller(self, headers: Headers) -> str | None:
+        """The counter identity of a bearer credential that verifies here: ``user:<id>`` for a token (app/auth/
+        tokens.py, the cache authentication uses), ``key:<prefix>`` for an organization API key whose tag checks
+        out. A key counts per key whatever its state: whether it is revoked is the app's question (one lookup)."""
+        token = bearer_token(headers)
+        if token is None or len(token) > 4096:
+            return None
+        if token.startswith(security.API_KEY_PREFIX):
+            prefix = security.parse_api_key(self.settings, token)
+            return None if prefix is None else f"key:{prefix}"
+        subject = self.tokens.subject(token)
+        return None if subject is None else f"user:{subject}"
 
     def rule_for(self, path: str) -> _Compiled | None:
         rule = self.rules.get(path)
@@ -474,7 +442,7 @@ class RateLimitMiddleware:
                 identity = f"email:{email}"
             elif limit.key is KeyKind.USER:
                 if caller is None:
-                    caller = self.users.caller(headers) or ""
+                    caller = self._caller(headers) or ""
                 identity = caller or f"ip:{ip}"
             else:
                 identity = f"ip:{ip}"

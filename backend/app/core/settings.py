@@ -13,6 +13,8 @@ from fastapi import Depends, Request
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.state import state_of
+
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_SQLITE_URL = f"sqlite+aiosqlite:///{BACKEND_DIR / 'app.db'}"
 MIN_SECRET_KEY_LENGTH = 32
@@ -231,8 +233,7 @@ def get_settings() -> Settings:
 
 async def app_settings(request: Request) -> Settings:
     """The settings the app was created with (tests build apps with their own), not ``get_settings()``'s."""
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request.app).settings
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]

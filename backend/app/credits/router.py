@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 
 from app.auth.dependencies import CurrentUser
 from app.core.context import RequestContextDep
-from app.core.db import SessionDep
+from app.core.data import DataDep
 from app.core.schemas import Page, PageDep
 from app.credits import service as credit_service
 from app.credits.schemas import (
@@ -33,17 +33,15 @@ IdempotencyKey = Annotated[
 
 
 @router.get("", operation_id="credits-balance")
-async def read_balance(user: CurrentUser, session: SessionDep) -> CreditBalanceRead:
+async def read_balance(user: CurrentUser, data: DataDep) -> CreditBalanceRead:
     """The caller's balance (0 when no profile exists yet)."""
-    return CreditBalanceRead(balance=await credit_service.get_balance(session, user.id))
+    return CreditBalanceRead(balance=await credit_service.get_balance(data, user.id))
 
 
 @router.get("/transactions", operation_id="credits-transactions-list")
-async def list_transactions(user: CurrentUser, session: SessionDep, page: PageDep) -> Page[CreditTransactionRead]:
+async def list_transactions(user: CurrentUser, data: DataDep, page: PageDep) -> Page[CreditTransactionRead]:
     """The caller's ledger, newest first."""
-    items, total = await credit_service.list_transactions(
-        session, user_id=user.id, limit=page.limit, offset=page.offset
-    )
+    items, total = await credit_service.list_transactions(data, user_id=user.id, limit=page.limit, offset=page.offset)
     return Page[CreditTransactionRead](
         items=[CreditTransactionRead.model_validate(item) for item in items],
         total=total,
@@ -56,7 +54,7 @@ async def list_transactions(user: CurrentUser, session: SessionDep, page: PageDe
 async def spend(
     body: CreditSpend,
     user: CurrentUser,
-    request: Request,
+    data: DataDep,
     ctx: RequestContextDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -66,8 +64,7 @@ async def spend(
     when the key came with another amount or reason."""
     # No request session: the spend commits on its own, on PostgreSQL as one statement (docs/CREDITS.md).
     result = await credit_service.spend_credits(
-        request.app.state.engine,
-        request.app.state.driver,
+        data,
         user_id=user.id,
         amount=body.amount,
         reason=body.reason,

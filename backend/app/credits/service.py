@@ -1,10 +1,11 @@
 """Credits: the balance on the profile and the ledger that explains it.
 
-Every change of a balance is one conditional ``UPDATE profiles ... RETURNING credits`` (never read-modify-write)
-plus exactly one ledger row and its audit event, in the same transaction. A failing condition writes nothing.
-
-A spend, the hot path, does not use the request's ORM session: on PostgreSQL it is one statement on the app's
-asyncpg pool (see ``spend_credits`` and docs/CREDITS.md); admin adjustments stay in the request's session.
+Every change of a balance (a spend, an admin grant or deduction, the starting credits of a new profile) goes
+through ``_change``: one conditional ``UPDATE profiles ... RETURNING credits`` (never read-modify-write), exactly
+one ledger row and its audit event, all or nothing. A failing condition writes nothing. On PostgreSQL the three
+are one statement (data-modifying CTEs), so a spend needs no transaction of its own and commits in one round
+trip on the app's asyncpg pool; on SQLite they are three statements in the caller's transaction. Either way the
+same statements and the same audit payload (``_details``), checked by the same tests on both databases.
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Integer, Select, String, Table, Uuid, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.audit import service as audit
+from app.core.data import Data, Query, Statements, paged, scalar
 from app.core.db import UTCDateTime, new_id, utcnow
-from app.core.driver import Driver, DriverStatement
 from app.credits.exceptions import (
     BalanceLimitError,
     CreditProfileNotFoundError,
@@ -38,10 +36,28 @@ from app.users.models import Profile
 MAX_BALANCE = 1_000_000_000
 """The most a profile may hold; keeps ``credits + amount`` far from the 32-bit integer limit."""
 
+SPENT, ADJUSTED, GRANTED = "credits.spent", "credits.adjusted", "credits.granted"
+"""The audit actions of a balance change: a spend, an admin adjustment, the starting credits of a profile."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A row of ``credit_transactions``, in table order."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    amount: int  # signed: + grant, - spend or deduction
+    balance_after: int
+    reason: str
+    actor_id: uuid.UUID | None
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+
 
 @dataclass(frozen=True, slots=True)
 class SpendResult:
-    transaction: CreditTransaction
+    transaction: LedgerRow
     replayed: bool  # True when an Idempotency-Key answered with the first request's transaction
 
     @property
@@ -49,44 +65,181 @@ class SpendResult:
         return self.transaction.balance_after
 
 
-async def get_balance(session: AsyncSession, user_id: uuid.UUID) -> int:
+_LEDGER = cast(Table, CreditTransaction.__table__)
+_KEY_CONSTRAINT = "uq_credit_transactions_user_id_idempotency_key"
+
+_BALANCE = Query(select(Profile.credits).where(Profile.id == bindparam("user_id")), scalar)
+
+
+async def get_balance(data: Statements | Data, user_id: uuid.UUID) -> int:
     """The user's balance; a user without a profile has 0 credits."""
-    credits = await session.scalar(select(Profile.credits).where(Profile.id == user_id))
-    return int(credits or 0)
+    return int(await data.value(_BALANCE, user_id=user_id) or 0)
 
 
-async def list_transactions(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[CreditTransaction], int]:
+_LEDGER_COUNT = Query(
+    select(func.count()).select_from(_LEDGER).where(_LEDGER.c.user_id == bindparam("user_id")), scalar
+)
+_LEDGER_PAGE = Query(
+    paged(select(_LEDGER))
+    .where(_LEDGER.c.user_id == bindparam("user_id"))
+    .order_by(_LEDGER.c.created_at.desc(), _LEDGER.c.id.desc()),
+    LedgerRow,
+)
+
+
+async def list_transactions(data: Data, *, user_id: uuid.UUID, limit: int, offset: int) -> tuple[list[LedgerRow], int]:
     """The user's ledger, newest first."""
-    total = await session.scalar(
-        select(func.count()).select_from(CreditTransaction).where(CreditTransaction.user_id == user_id)
-    )
-    rows = await session.scalars(
-        select(CreditTransaction)
-        .where(CreditTransaction.user_id == user_id)
-        .order_by(CreditTransaction.created_at.desc(), CreditTransaction.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(rows), int(total or 0)
+    return await data.page(_LEDGER_COUNT, _LEDGER_PAGE, user_id=user_id, limit=limit, offset=offset)
 
 
-async def _apply(session: AsyncSession, *, user_id: uuid.UUID, amount: int) -> int | None:
-    """Add ``amount`` (negative to take) in one conditional UPDATE; None when the result would leave 0..MAX_BALANCE.
+# --- the one ledger ---------------------------------------------------------------------------------------
+#
+# A change's parameters (``_params``): user_id, amount (signed), reason, actor_id, idempotency_key and
+# request_hash (None but for a keyed spend), action (the audit action), ip_address, and the new ledger row's
+# transaction_id and time (now).
 
-    The row lock taken by the UPDATE serialises concurrent changes of one balance on PostgreSQL (a waiting
-    UPDATE re-checks its condition against the committed row); SQLite serialises all writers.
-    """
-    new_balance = Profile.credits + amount
-    statement = (
-        update(Profile)
-        .where(Profile.id == user_id, new_balance >= 0, new_balance <= MAX_BALANCE)
-        .values(credits=new_balance)
-        .returning(Profile.credits)
-        .execution_options(synchronize_session=False)
+_USER_ID = bindparam("user_id", type_=Uuid)
+_AMOUNT = bindparam("amount", type_=Integer)
+_NOW = bindparam("now", type_=UTCDateTime)
+_NEW_BALANCE = Profile.credits + _AMOUNT
+
+_UPDATE = (
+    update(Profile)
+    .where(Profile.id == _USER_ID, _NEW_BALANCE >= 0, _NEW_BALANCE <= MAX_BALANCE)
+    .values(credits=_NEW_BALANCE, updated_at=_NOW)
+    .returning(Profile.credits)
+)
+"""The conditional UPDATE: no row back means the balance would leave 0..MAX_BALANCE (or no profile): nothing changed.
+On PostgreSQL its row lock serialises changes of one balance (a waiting UPDATE re-checks its condition against
+the committed row); SQLite serialises all writers."""
+
+
+def _details(row: Any, as_text: Any = str) -> dict[str, Any]:
+    """THE audit payload of a balance change, from its ledger row: the row's values, or (in the PostgreSQL
+    statement) its columns."""
+    return {
+        "transaction_id": as_text(row.id),
+        "amount": row.amount,  # signed, as in the ledger
+        "balance_after": row.balance_after,
+        "reason": row.reason,
+    }
+
+
+def _one_statement() -> Select[Any]:
+    """PostgreSQL: ``WITH profile AS (UPDATE ... RETURNING credits), ledger AS (INSERT INTO credit_transactions
+    ... SELECT ... FROM profile RETURNING *), event AS (INSERT INTO audit_events ... SELECT ... FROM ledger)
+    SELECT * FROM ledger``: the ledger row is inserted only from the row the UPDATE returned and the audit event
+    only from the ledger row, so a failing condition writes nothing and returns no row. If any part fails (the
+    same Idempotency-Key committed first: a unique violation) the whole statement is undone, UPDATE included."""
+    profile = _UPDATE.cte("profile")
+    ledger_row = select(
+        bindparam("transaction_id", type_=Uuid),
+        _USER_ID,
+        _AMOUNT,
+        profile.c.credits,
+        bindparam("reason", type_=String),
+        bindparam("actor_id", type_=Uuid),
+        bindparam("idempotency_key", type_=String),
+        bindparam("request_hash", type_=String),
+        _NOW,
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    ledger = insert(_LEDGER).from_select(list(_LEDGER.columns.keys()), ledger_row).returning(*_LEDGER.c).cte("ledger")
+    event = audit.insert_from(
+        ledger,
+        bindparam("action", type_=String),
+        actor_id=ledger.c.actor_id,
+        subject_user_id=ledger.c.user_id,
+        ip_address=bindparam("ip_address", type_=String),
+        details=_details(ledger.c, as_text=lambda column: column),
+        created_at=ledger.c.created_at,
+    ).cte("event")
+    return select(ledger).add_cte(event)
+
+
+_CHANGE = Query(_one_statement(), LedgerRow)
+_CHANGE_BALANCE = Query(_UPDATE, scalar)
+_LEDGER_INSERT = Query(insert(_LEDGER), lambda *_: None)
+
+
+class _KeyTaken(Exception):
+    """The ledger insert collided with the same Idempotency-Key, committed first: nothing was changed."""
+
+
+def _params(
+    *,
+    user_id: uuid.UUID,
+    amount: int,
+    reason: str,
+    actor_id: uuid.UUID | None,
+    action: str,
+    ip_address: str | None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "amount": amount,
+        "reason": reason,
+        "actor_id": actor_id,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "action": action,
+        "ip_address": ip_address,
+        "transaction_id": new_id(),
+        "now": utcnow(),
+    }
+
+
+async def _change(statements: Statements, params: dict[str, Any]) -> LedgerRow | None:
+    """Apply one balance change (``_params``) with its ledger row and audit event; None when the condition failed
+    (nothing written). _KeyTaken when the Idempotency-Key was committed first (nothing written either)."""
+    try:
+        if statements.postgresql:
+            return await statements.one(_CHANGE, **params)
+        balance = await statements.value(_CHANGE_BALANCE, **params)
+        if balance is None:
+            return None
+        row = LedgerRow(
+            id=params["transaction_id"],
+            user_id=params["user_id"],
+            amount=params["amount"],
+            balance_after=balance,
+            reason=params["reason"],
+            actor_id=params["actor_id"],
+            idempotency_key=params["idempotency_key"],
+            request_hash=params["request_hash"],
+            created_at=params["now"],
+        )
+        await statements.run(_LEDGER_INSERT, **asdict(row))
+        await statements.run(
+            audit.RECORD,
+            **audit.event_values(
+                params["action"],
+                actor_id=row.actor_id,
+                subject_user_id=row.user_id,
+                ip_address=params["ip_address"],
+                details=_details(row),
+            ),
+        )
+        return row
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != _KEY_CONSTRAINT:
+            raise
+        raise _KeyTaken() from exc
+    except IntegrityError as exc:
+        if params["idempotency_key"] is None or "idempotency_key" not in str(exc.orig):
+            raise
+        raise _KeyTaken() from exc
+
+
+# --- spending, adjusting, granting --------------------------------------------------------------------------
+
+_FIND = Query(
+    select(_LEDGER).where(
+        _LEDGER.c.user_id == _USER_ID, _LEDGER.c.idempotency_key == bindparam("idempotency_key", type_=String)
+    ),
+    LedgerRow,
+)
 
 
 def _fingerprint(*, amount: int, reason: str) -> str:
@@ -95,189 +248,14 @@ def _fingerprint(*, amount: int, reason: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _replay(transaction: CreditTransaction, fingerprint: str | None) -> SpendResult:
+def _replay(transaction: LedgerRow, fingerprint: str | None) -> SpendResult:
     if transaction.request_hash != fingerprint:
         raise IdempotencyKeyReusedError()
     return SpendResult(transaction=transaction, replayed=True)
 
 
-async def _audit(
-    session: AsyncSession | AsyncConnection, action: str, transaction: CreditTransaction, *, ip_address: str | None
-) -> None:
-    details = {
-        "transaction_id": str(transaction.id),
-        "amount": transaction.amount,  # signed, as in the ledger
-        "balance_after": transaction.balance_after,
-        "reason": transaction.reason,
-    }
-    await audit.record(
-        session,
-        action,
-        actor_id=transaction.actor_id,
-        subject_user_id=transaction.user_id,
-        ip_address=ip_address,
-        details=details,
-    )
-
-
-# --- spending -------------------------------------------------------------------------------------------------
-#
-# The statements are built once with named parameters. A spend's parameters: user_id, amount (positive),
-# reason, idempotency_key and request_hash (both None without a key), ip_address, and the new ledger row's
-# transaction_id and time (now).
-
-_LEDGER = cast(Table, CreditTransaction.__table__)
-_LEDGER_COLUMNS = tuple(_LEDGER.columns.keys())
-_LEDGER_INSERT = insert(_LEDGER)
-_KEY_CONSTRAINT = "uq_credit_transactions_user_id_idempotency_key"
-
-_USER_ID = bindparam("user_id", type_=Uuid)
-_AMOUNT = bindparam("amount", type_=Integer)
-_NOW = bindparam("now", type_=UTCDateTime)
-
-_TAKE = (
-    update(Profile)
-    .where(Profile.id == _USER_ID, Profile.credits >= _AMOUNT)
-    .values(credits=Profile.credits - _AMOUNT, updated_at=_NOW)
-    .returning(Profile.credits)
-)
-"""The conditional UPDATE of a spend: no row back means too few credits (or no profile), and nothing changed."""
-
-_FIND = select(_LEDGER).where(
-    _LEDGER.c.user_id == _USER_ID, _LEDGER.c.idempotency_key == bindparam("idempotency_key", type_=String)
-)
-
-
-def _spend_statement() -> Select[Any]:
-    """PostgreSQL: the whole spend as one statement, atomic on its own (no BEGIN/COMMIT round trips).
-
-    ``WITH profile AS (UPDATE profiles ... RETURNING credits), ledger AS (INSERT INTO credit_transactions ...
-    SELECT ... FROM profile RETURNING *), event AS (INSERT INTO audit_events ... SELECT ... FROM ledger)
-    SELECT * FROM ledger``: the ledger row is inserted only from the row the UPDATE returned and the audit event
-    only from the ledger row, so too few credits write nothing and return no row. If any part fails (the same
-    Idempotency-Key committed first: a unique violation) the whole statement is undone, UPDATE included.
-    """
-    profile = _TAKE.cte("profile")
-    ledger_row = select(
-        bindparam("transaction_id", type_=Uuid),
-        _USER_ID,
-        -_AMOUNT,
-        profile.c.credits,
-        bindparam("reason", type_=String),
-        _USER_ID,  # actor_id: the user spends
-        bindparam("idempotency_key", type_=String),
-        bindparam("request_hash", type_=String),
-        _NOW,
-    )
-    ledger = insert(_LEDGER).from_select(_LEDGER_COLUMNS, ledger_row).returning(*_LEDGER.c).cte("ledger")
-    event = audit.insert_from(
-        ledger,
-        "credits.spent",
-        actor_id=ledger.c.actor_id,
-        subject_user_id=ledger.c.user_id,
-        ip_address=bindparam("ip_address", type_=String),
-        details={  # as _audit() writes them
-            "transaction_id": ledger.c.id,
-            "amount": ledger.c.amount,
-            "balance_after": ledger.c.balance_after,
-            "reason": ledger.c.reason,
-        },
-        created_at=ledger.c.created_at,
-    ).cte("event")
-    return select(ledger).add_cte(event)
-
-
-class _KeyTaken(Exception):
-    """The ledger insert collided with the same Idempotency-Key, committed first: nothing was changed."""
-
-
-_ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # compiles the statements below once, at import
-
-
-class _PostgresLedger:
-    """PostgreSQL: statements on a connection of the app's asyncpg pool, outside any transaction
-    (app/core/driver.py), so each commits on its own; the spend is one statement. No SQLAlchemy execution
-    layer, no ORM: through them the spend cost more CPU than the rest of its request (docs/CREDITS.md)."""
-
-    _spend = DriverStatement(_ASYNCPG, _spend_statement())
-    _find = DriverStatement(_ASYNCPG, _FIND)
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, driver: Driver) -> AsyncIterator[_PostgresLedger]:
-        async with driver.connection() as connection:  # lost connection: 503 (Driver.connection)
-            yield cls(connection)
-
-    async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
-        row = await self._connection.fetchrow(
-            self._find.sql, *self._find.args({"user_id": user_id, "idempotency_key": key})
-        )
-        return None if row is None else CreditTransaction(**dict(row))
-
-    async def spend(self, params: dict[str, Any]) -> CreditTransaction | None:
-        try:
-            row = await self._connection.fetchrow(self._spend.sql, *self._spend.args(params))
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != _KEY_CONSTRAINT:
-                raise
-            raise _KeyTaken() from exc
-        return None if row is None else CreditTransaction(**dict(row))
-
-
-class _CoreLedger:
-    """SQLAlchemy Core statements in one transaction: the conditional UPDATE, the ledger insert, audit.record().
-
-    For SQLite, which has no data-modifying CTEs. ``BEGIN IMMEDIATE`` (app/core/db.py) holds the database's
-    write lock from the key lookup to the commit; the savepoint and the unique key still decide a race on a
-    database without one.
-    """
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    @classmethod
-    @asynccontextmanager
-    async def open(cls, engine: AsyncEngine) -> AsyncIterator[_CoreLedger]:
-        async with engine.begin() as connection:
-            yield cls(connection)
-
-    async def find(self, user_id: uuid.UUID, key: str) -> CreditTransaction | None:
-        row = (await self._connection.execute(_FIND, {"user_id": user_id, "idempotency_key": key})).one_or_none()
-        return None if row is None else CreditTransaction(**row._asdict())
-
-    async def spend(self, params: dict[str, Any]) -> CreditTransaction | None:
-        try:
-            async with self._connection.begin_nested():
-                balance = (await self._connection.execute(_TAKE, params)).scalar_one_or_none()
-                if balance is None:
-                    return None
-                transaction = CreditTransaction(
-                    id=params["transaction_id"],
-                    user_id=params["user_id"],
-                    amount=-params["amount"],
-                    balance_after=balance,
-                    reason=params["reason"],
-                    actor_id=params["user_id"],
-                    idempotency_key=params["idempotency_key"],
-                    request_hash=params["request_hash"],
-                    created_at=params["now"],
-                )
-                values = {name: getattr(transaction, name) for name in _LEDGER_COLUMNS}
-                await self._connection.execute(_LEDGER_INSERT, values)
-                await _audit(self._connection, "credits.spent", transaction, ip_address=params["ip_address"])
-        except IntegrityError as exc:
-            if params["idempotency_key"] is None or "idempotency_key" not in str(exc.orig):
-                raise
-            raise _KeyTaken() from exc
-        return transaction
-
-
 async def spend_credits(
-    engine: AsyncEngine,
-    driver: Driver | None,
+    data: Data,
     *,
     user_id: uuid.UUID,
     amount: int,
@@ -290,54 +268,51 @@ async def spend_credits(
     charge, however many requests carry it at once; the key with another amount or reason is
     IdempotencyKeyReusedError.
 
-    The spend commits on its own, before this returns, in no caller's transaction (hence an engine and the
-    app's driver pool, not a session): on PostgreSQL one statement on the driver pool, elsewhere one
-    transaction (_PostgresLedger, _CoreLedger).
+    The spend commits on its own, before this returns, in no request transaction: on PostgreSQL one statement
+    on the app's asyncpg pool; on SQLite one transaction holding the write lock from the key lookup to the commit.
     """
     fingerprint = _fingerprint(amount=amount, reason=reason) if idempotency_key is not None else None
-    params = {
-        "user_id": user_id,
-        "amount": amount,
-        "reason": reason,
-        "idempotency_key": idempotency_key,
-        "request_hash": fingerprint,
-        "ip_address": ip_address,
-        "transaction_id": new_id(),
-        "now": utcnow(),
-    }
-    opened: AbstractAsyncContextManager[_PostgresLedger | _CoreLedger] = (
-        _PostgresLedger.open(driver) if driver is not None else _CoreLedger.open(engine)
+    params = _params(
+        user_id=user_id,
+        amount=-amount,
+        reason=reason,
+        actor_id=user_id,  # the user spends
+        action=SPENT,
+        ip_address=ip_address,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
     )
-    async with opened as ledger:
-        if idempotency_key is not None:  # the common retry: answered from the first request's row
-            earlier = await ledger.find(user_id, idempotency_key)
-            if earlier is not None:
-                return _replay(earlier, fingerprint)
-        try:
-            transaction = await ledger.spend(params)
-        except _KeyTaken:
-            transaction = None
-        if transaction is not None:
-            return SpendResult(transaction=transaction, replayed=False)
-        if idempotency_key is not None:
-            # The same key was committed between the lookup and the insert, or it took the last credits first:
-            # answer as that request did.
-            earlier = await ledger.find(user_id, idempotency_key)
-            if earlier is not None:
-                return _replay(earlier, fingerprint)
-        raise InsufficientCreditsError()
+    try:
+        async with data.connection(write=True) as statements:
+            if idempotency_key is not None:  # the common retry: answered from the first request's row
+                earlier = await statements.one(_FIND, user_id=user_id, idempotency_key=idempotency_key)
+                if earlier is not None:
+                    return _replay(earlier, fingerprint)
+            transaction = await _change(statements, params)
+    except _KeyTaken:
+        transaction = None
+    if transaction is not None:
+        return SpendResult(transaction=transaction, replayed=False)
+    if idempotency_key is not None:
+        # The same key was committed between the lookup and the change, or it took the last credits first:
+        # answer as that request did.
+        earlier = await data.one(_FIND, user_id=user_id, idempotency_key=idempotency_key)
+        if earlier is not None:
+            return _replay(earlier, fingerprint)
+    raise InsufficientCreditsError()
 
 
 async def adjust_credits(
-    session: AsyncSession,
+    statements: Statements,
     *,
     user_id: uuid.UUID,
     amount: int,
     reason: str,
     actor_id: uuid.UUID,
     ip_address: str | None = None,
-) -> CreditTransaction:
-    """An admin grant (``amount > 0``) or deduction (``amount < 0``), with the admin as the ledger row's actor.
+) -> LedgerRow:
+    """An admin grant (``amount > 0``) or deduction (``amount < 0``), with the admin as the ledger row's actor, in
+    the caller's transaction (``in_session``).
 
     Raises CreditProfileNotFoundError (404) when the user has no profile, InsufficientCreditsError (402) when a
     deduction would go below zero, BalanceLimitError (409) above MAX_BALANCE. The new balance is
@@ -345,15 +320,19 @@ async def adjust_credits(
     """
     if amount == 0:
         raise ValueError("amount must not be zero")
-    balance = await _apply(session, user_id=user_id, amount=amount)
-    if balance is None:
-        if await session.scalar(select(Profile.id).where(Profile.id == user_id)) is None:
+    params = _params(
+        user_id=user_id, amount=amount, reason=reason, actor_id=actor_id, action=ADJUSTED, ip_address=ip_address
+    )
+    transaction = await _change(statements, params)
+    if transaction is None:
+        if await statements.value(_BALANCE, user_id=user_id) is None:
             raise CreditProfileNotFoundError()
         raise InsufficientCreditsError() if amount < 0 else BalanceLimitError()
-    transaction = CreditTransaction(
-        user_id=user_id, amount=amount, balance_after=balance, reason=reason, actor_id=actor_id
-    )
-    session.add(transaction)
-    await session.flush()
-    await _audit(session, "credits.adjusted", transaction, ip_address=ip_address)
     return transaction
+
+
+async def grant_starting_credits(statements: Statements, *, user_id: uuid.UUID, amount: int, reason: str) -> None:
+    """The starting credits of a profile just created (with 0), in the caller's transaction; the system acts."""
+    params = _params(user_id=user_id, amount=amount, reason=reason, actor_id=None, action=GRANTED, ip_address=None)
+    granted = await _change(statements, params)
+    assert granted is not None, "a profile created in this transaction holds 0 credits"

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.settings import Environment
+from app.state import state_of
 
 router = APIRouter(tags=["health"])
 
@@ -46,8 +47,9 @@ async def database_ok(engine: AsyncEngine) -> bool:
 )
 async def health(request: Request) -> JSONResponse:
     """200 when the database answers, 503 ``degraded`` while it does not."""
-    settings = request.app.state.settings
-    ok = await database_ok(request.app.state.engine)
+    state = state_of(request.app)
+    settings = state.settings
+    ok = await database_ok(state.engine)
     body = HealthRead(
         status="ok" if ok else "degraded",
         database="ok" if ok else "error",

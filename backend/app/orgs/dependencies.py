@@ -21,17 +21,16 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import CurrentCaller, Principal
-from app.core.db import SessionDep
+from app.core.data import Data, DataDep
 from app.orgs import policy
 from app.orgs import service as org_service
 from app.orgs.models import OrgRole
 from app.orgs.policy import Action, Actor
 
 
-async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, action: Action) -> Actor:
+async def _authorize(data: Data, org_id: UUID, caller: Principal, action: Action) -> Actor:
     key = caller.api_key
     if key is not None:
         # Its role in its own organization, read with the key (and the creator's current role) by the caller's
@@ -40,7 +39,7 @@ async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, act
         policy.require(policy.admit(role, action, require_mfa=False, has_mfa=False, api_key=True))
         assert role is not None
         return Actor(org_id=org_id, user_id=caller.user.id, role=role, api_key_id=key.id)
-    access = await org_service.find_access(session, org_id=org_id, user_id=caller.user.id)
+    access = await org_service.find_access(data, org_id=org_id, user_id=caller.user.id)
     role = policy.actor_role(access.role if access else None, is_superuser=caller.user.is_superuser)
     has_mfa = caller.has_mfa  # this API's session's aal, or the Supabase token's aal claim
     policy.require(policy.admit(role, action, require_mfa=access is not None and access.require_mfa, has_mfa=has_mfa))
@@ -51,17 +50,17 @@ async def _authorize(session: AsyncSession, org_id: UUID, caller: Principal, act
 def authorize(action: Action) -> Callable[..., Awaitable[Actor]]:
     """The guard of a route that performs ``action``."""
 
-    async def dependency(org_id: UUID, caller: CurrentCaller, session: SessionDep) -> Actor:
-        return await _authorize(session, org_id, caller, action)
+    async def dependency(org_id: UUID, caller: CurrentCaller, data: DataDep) -> Actor:
+        return await _authorize(data, org_id, caller, action)
 
     dependency.__name__ = f"authorize_{action}"
     return dependency
 
 
-async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentCaller, session: SessionDep) -> Actor:
+async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentCaller, data: DataDep) -> Actor:
     """``DELETE …/members/{user_id}``: leaving (the caller's own id) or removing someone else (always, for a key)."""
     actor_id = None if caller.api_key is not None else caller.user.id
-    return await _authorize(session, org_id, caller, policy.removal_action(actor_id=actor_id, user_id=user_id))
+    return await _authorize(data, org_id, caller, policy.removal_action(actor_id=actor_id, user_id=user_id))
 
 
 ViewOrg = Annotated[Actor, Depends(authorize(Action.VIEW_ORG))]

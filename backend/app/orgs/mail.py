@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import BackgroundTasks, Request
 
-from app.core.settings import Settings
-from app.integrations.email import EmailSender, frontend_link, render
+from app.integrations.email import frontend_link, render
+from app.state import state_of
 
 
 def send_invitation(
@@ -18,8 +18,8 @@ def send_invitation(
     org_name: str,
     role: str,
 ) -> None:
-    settings: Settings = request.app.state.settings
-    sender: EmailSender = request.app.state.email_sender
+    state = state_of(request.app)
+    settings, sender = state.settings, state.email_sender
     message = render(
         "invitation",
         to=to,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, status
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import CurrentCaller, CurrentUser
 from app.core.context import RequestContextDep
+from app.core.data import DataDep
 from app.core.db import SessionDep
 from app.core.schemas import Page, PageDep
 from app.core.settings import SettingsDep
@@ -62,21 +63,23 @@ invitations_router = APIRouter(prefix="/invitations", tags=["organizations"])
 )
 async def create_org(body: OrgCreate, user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
     """Create an organization; the caller becomes its owner. Without a slug one is made from the name."""
-    org = await org_service.create_org(session, user=user, name=body.name, slug=body.slug, ip_address=ctx.ip_address)
+    org = await org_service.create_org(
+        session, owner_id=user.id, name=body.name, slug=body.slug, ip_address=ctx.ip_address
+    )
     return OrgRead.model_validate(org)
 
 
 @router.get("", operation_id="orgs-list")
-async def list_orgs(user: CurrentUser, page: PageDep, session: SessionDep) -> Page[OrgRead]:
+async def list_orgs(user: CurrentUser, page: PageDep, data: DataDep) -> Page[OrgRead]:
     """The organizations the caller belongs to, with the caller's role in each."""
-    orgs, total = await org_service.list_my_orgs(session, user_id=user.id, limit=page.limit, offset=page.offset)
+    orgs, total = await org_service.list_my_orgs(data, user_id=user.id, limit=page.limit, offset=page.offset)
     return Page(items=[OrgRead.model_validate(o) for o in orgs], total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{org_id}", operation_id="orgs-get")
-async def read_org(actor: ViewOrg, session: SessionDep) -> OrgRead:
+async def read_org(actor: ViewOrg, data: DataDep) -> OrgRead:
     """One organization (members only; anyone else gets 404)."""
-    return OrgRead.model_validate(await org_service.read_org(session, actor=actor))
+    return OrgRead.model_validate(await org_service.read_org(data, actor=actor))
 
 
 @router.patch("/{org_id}", operation_id="orgs-update")
@@ -99,9 +102,9 @@ async def delete_org(actor: DeleteOrg, ctx: RequestContextDep, session: SessionD
 
 
 @router.get("/{org_id}/members", operation_id="orgs-members-list")
-async def list_members(actor: ListMembers, page: PageDep, session: SessionDep) -> Page[MemberRead]:
+async def list_members(actor: ListMembers, page: PageDep, data: DataDep) -> Page[MemberRead]:
     """Members, in the order they joined."""
-    members, total = await org_service.list_members(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
+    members, total = await org_service.list_members(data, org_id=actor.org_id, limit=page.limit, offset=page.offset)
     return Page(
         items=[MemberRead.model_validate(m) for m in members], total=total, limit=page.limit, offset=page.offset
     )

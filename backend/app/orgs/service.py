@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.auth.exceptions import MfaRequiredError
+from app.core.data import Data, Query, paged, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
@@ -45,7 +46,7 @@ from app.orgs.policy import Action, Actor
 from app.orgs.schemas import OrgUpdate
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
-from app.users.models import User
+from app.users.models import User, UserRow
 
 SLUG_MAX_BASE = 90  # room for a "-<n>" suffix within the column's 100 characters
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
@@ -129,16 +130,17 @@ class Access:
     require_mfa: bool
 
 
-async def find_access(session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID) -> Access | None:
+_ACCESS = Query(
+    select(Membership.role, Organization.require_mfa)
+    .join(Organization, Organization.id == Membership.org_id)
+    .where(Membership.org_id == bindparam("org_id"), Membership.user_id == bindparam("user_id")),
+    Access,
+)
+
+
+async def find_access(data: Data, *, org_id: uuid.UUID, user_id: uuid.UUID) -> Access | None:
     """The caller's role in the organization and whether it requires MFA: one statement; None for a non-member."""
-    row = (
-        await session.execute(
-            select(Membership.role, Organization.require_mfa)
-            .join(Organization, Organization.id == Membership.org_id)
-            .where(Membership.org_id == org_id, Membership.user_id == user_id)
-        )
-    ).one_or_none()
-    return None if row is None else Access(role=row.role, require_mfa=row.require_mfa)
+    return await data.one(_ACCESS, org_id=org_id, user_id=user_id)
 
 
 async def find_membership(session: AsyncSession, *, org_id: uuid.UUID, user_id: uuid.UUID) -> Membership | None:
@@ -216,7 +218,7 @@ async def _ensure_owner_remains(session: AsyncSession, *, target: Membership, ne
 
 
 async def create_org(
-    session: AsyncSession, *, user: User, name: str, slug: str | None, ip_address: str | None = None
+    session: AsyncSession, *, owner_id: uuid.UUID, name: str, slug: str | None, ip_address: str | None = None
 ) -> OrgWithRole:
     """The creator becomes the owner. A given slug that is taken is 409; a generated one gets a suffix."""
     if slug is not None:
@@ -232,12 +234,12 @@ async def create_org(
             if attempts > 5:
                 raise SlugTakenError()
             org = Organization(name=name, slug=f"{base}-{secrets.token_hex(3)}")
-    session.add(Membership(org_id=org.id, user_id=user.id, role=OrgRole.OWNER))
+    session.add(Membership(org_id=org.id, user_id=owner_id, role=OrgRole.OWNER))
     await audit.record(
         session,
         "org.created",
-        actor_id=user.id,
-        subject_user_id=user.id,
+        actor_id=owner_id,
+        subject_user_id=owner_id,
         org_id=org.id,
         ip_address=ip_address,
         details={"name": org.name, "slug": org.slug},
@@ -246,24 +248,38 @@ async def create_org(
     return _with_role(org, OrgRole.OWNER)
 
 
-async def list_my_orgs(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[OrgWithRole], int]:
-    condition = Membership.user_id == user_id
-    total = await session.scalar(select(func.count()).select_from(Membership).where(condition))
-    rows = await session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.org_id == Organization.id)
-        .where(condition)
-        .order_by(Membership.created_at, Organization.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [_with_role(org, role) for org, role in rows], int(total or 0)
+_ORG_COLUMNS = (
+    Organization.id,
+    Organization.name,
+    Organization.slug,
+    Organization.require_mfa,
+    Organization.created_at,
+    Organization.updated_at,
+)
+_MY_ORGS_COUNT = Query(
+    select(func.count()).select_from(Membership).where(Membership.user_id == bindparam("user_id")), scalar
+)
+_MY_ORGS = Query(
+    paged(select(*_ORG_COLUMNS, Membership.role))
+    .join(Membership, Membership.org_id == Organization.id)
+    .where(Membership.user_id == bindparam("user_id"))
+    .order_by(Membership.created_at, Organization.id),
+    OrgWithRole,
+)
+_ORG = Query(
+    select(*_ORG_COLUMNS, bindparam("role", type_=String)).where(Organization.id == bindparam("org_id")), OrgWithRole
+)
 
 
-async def read_org(session: AsyncSession, *, actor: Actor) -> OrgWithRole:
-    return _with_role(await get_org(session, actor.org_id), actor.role)
+async def list_my_orgs(data: Data, *, user_id: uuid.UUID, limit: int, offset: int) -> tuple[list[OrgWithRole], int]:
+    return await data.page(_MY_ORGS_COUNT, _MY_ORGS, user_id=user_id, limit=limit, offset=offset)
+
+
+async def read_org(data: Data, *, actor: Actor) -> OrgWithRole:
+    org = await data.one(_ORG, org_id=actor.org_id, role=str(actor.role))
+    if org is None:  # deleted since the guard read the membership
+        raise OrgNotFoundError()
+    return org
 
 
 async def update_org(
@@ -332,25 +348,24 @@ async def delete_own_org(session: AsyncSession, *, actor: Actor, ip_address: str
 # --- members -------------------------------------------------------------------------------------------
 
 
-async def list_members(
-    session: AsyncSession, *, org_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[Member], int]:
-    total = await session.scalar(select(func.count()).select_from(Membership).where(Membership.org_id == org_id))
-    rows = await session.execute(
-        select(Membership, User.email, User.full_name)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.org_id == org_id)
-        .order_by(Membership.created_at, Membership.user_id)
-        .limit(limit)
-        .offset(offset)
-    )
-    members = [
-        Member(
-            org_id=m.org_id, user_id=m.user_id, email=email, full_name=full_name, role=m.role, joined_at=m.created_at
+_MEMBERS_COUNT = Query(
+    select(func.count()).select_from(Membership).where(Membership.org_id == bindparam("org_id")), scalar
+)
+_MEMBERS = Query(
+    paged(
+        select(
+            Membership.org_id, Membership.user_id, User.email, User.full_name, Membership.role, Membership.created_at
         )
-        for m, email, full_name in rows
-    ]
-    return members, int(total or 0)
+    )
+    .join(User, User.id == Membership.user_id)
+    .where(Membership.org_id == bindparam("org_id"))
+    .order_by(Membership.created_at, Membership.user_id),
+    Member,
+)
+
+
+async def list_members(data: Data, *, org_id: uuid.UUID, limit: int, offset: int) -> tuple[list[Member], int]:
+    return await data.page(_MEMBERS_COUNT, _MEMBERS, org_id=org_id, limit=limit, offset=offset)
 
 
 async def add_member(
@@ -588,7 +603,9 @@ async def revoke_invitation(
     )
 
 
-async def accept_invitation(session: AsyncSession, *, user: User, token: str, ip_address: str | None = None) -> Member:
+async def accept_invitation(
+    session: AsyncSession, *, user: UserRow, token: str, ip_address: str | None = None
+) -> Member:
     """Join with an invitation token. Never marks the email verified: the inviter was handed the token too (the
     201 answer shows it), so holding it proves nothing about the mailbox (docs/SECURITY.md)."""
     now = utcnow()

@@ -36,8 +36,8 @@ from app.audit.models import AuditEvent
 from app.auth import service as auth_service
 from app.auth.dependencies import Principal
 from app.auth.exceptions import ReauthenticationRequiredError
-from app.auth.identity import SQLITE_READ
 from app.auth.models import AuthSession, MfaFactor, MfaRecoveryCode, RevokeReason
+from app.core.data import SQLITE_READ
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service

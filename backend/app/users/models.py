@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 
@@ -33,6 +34,34 @@ class User(Base):
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user as reads hand it out (the caller on every request, app/auth/identity.py): a frozen value, not an
+    ORM object, so nothing written to it can be silently lost. A change goes through a service's statement."""
+
+    id: uuid.UUID
+    email: str
+    hashed_password: str | None
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    is_verified: bool
+    auth_provider: str
+    supabase_id: uuid.UUID | None
+    mfa_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+AnyUser = User | UserRow
+"""For code that only reads a user's attributes: the caller (a row) or a user loaded in a session."""
+
+USER_COLUMNS = tuple(User.__table__.columns)
+"""The columns of ``users`` in the order of UserRow's fields (checked at import)."""
+if tuple(column.key for column in USER_COLUMNS) != tuple(field.name for field in fields(UserRow)):
+    raise TypeError("UserRow's fields must be the columns of users, in table order")
 
 
 class Profile(Base):

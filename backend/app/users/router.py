@@ -7,9 +7,11 @@ from app.auth import mail
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentPrincipal, CurrentUser, OptionalPrincipal
 from app.core.context import RequestContextDep
+from app.core.data import DataDep
 from app.core.db import SessionDep
 from app.core.schemas import ACCEPTED, Accepted
 from app.core.settings import SettingsDep
+from app.state import state_of
 from app.users import lifecycle
 from app.users import service as user_service
 from app.users.schemas import (
@@ -37,8 +39,8 @@ async def read_me(principal: CurrentPrincipal) -> UserMe:
 @router.patch("/users/me", operation_id="users-me-update")
 async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserRead:
     """Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422)."""
-    user = await user_service.update_me(session, user=user, changes=body)
-    return UserRead.model_validate(user)
+    updated = await user_service.update_me(session, user_id=user.id, changes=body)
+    return UserRead.model_validate(updated)
 
 
 @router.delete(
@@ -85,7 +87,7 @@ async def export_me(user: CurrentUser, request: Request) -> StreamingResponse:
     ledger and the audit events the caller did or that are about them. No password hash, token or token hash.
     Streamed: large ledgers are read and written 1,000 rows at a time from one consistent snapshot."""
     return StreamingResponse(
-        lifecycle.export_document(request.app.state.engine, user.id),
+        lifecycle.export_document(state_of(request.app).engine, user.id),
         media_type="application/json",
         headers={
             "Content-Disposition": f'attachment; filename="{lifecycle.export_filename(user.id)}"',
@@ -144,9 +146,9 @@ async def confirm_email_change(
 
 
 @router.get("/profile", operation_id="profile-get")
-async def read_profile(user: CurrentUser, session: SessionDep) -> ProfileRead:
+async def read_profile(user: CurrentUser, data: DataDep) -> ProfileRead:
     """The caller's profile; 404 ``profile_not_found`` until ``POST /profile`` creates it."""
-    return ProfileRead.model_validate(await user_service.get_profile(session, user.id))
+    return ProfileRead.model_validate(await user_service.read_profile(data, user.id))
 
 
 @router.post(

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.identity import attach
+from app.auth.exceptions import InvalidCredentialsError
+from app.core.data import Data, Query, in_session
 from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.updates import apply_changes
-from app.credits.models import CreditTransaction
+from app.credits import service as credit_service
 from app.users.exceptions import EmailTakenError, LastSuperuserError, ProfileNotFoundError, UserNotFoundError
-from app.users.models import AuthProvider, Profile, User
+from app.users.models import AnyUser, AuthProvider, Profile, User
 from app.users.schemas import ProfileUpdate, UserUpdate
 
 SIGNUP_CREDITS_REASON = "signup_bonus"
@@ -52,6 +55,19 @@ async def ensure_another_superuser(session: AsyncSession, *, losing: uuid.UUID) 
     active = await _lock_active_superusers(session)
     if losing in active and not active - {losing}:
         raise LastSuperuserError()
+
+
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user's row, locked until the transaction ends: serializes a user's logins (counting their live
+    sessions and ending the surplus is one step) and MFA changes. ``FOR NO KEY UPDATE`` on PostgreSQL, so
+    rows that reference the user (a new session) can still be inserted meanwhile and no deadlock arises with
+    their key-share locks; SQLite runs one writer at a time anyway (the clause is not rendered there)."""
+    user = await session.scalar(
+        select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    )
+    if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py): the sign-in is void
+        raise InvalidCredentialsError("This account no longer exists.")
+    return user
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -93,19 +109,14 @@ def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
 # --- Supabase identities (the verification and the merge rules live in app/auth/supabase.py) ---------
 
 
-async def find_user_by_supabase_id(session: AsyncSession, supabase_id: uuid.UUID) -> User | None:
-    """The hot path of every Supabase request: one lookup on the unique index of ``users.supabase_id``."""
-    statement = select(User).where(User.supabase_id == supabase_id).execution_options(populate_existing=True)
-    return await session.scalar(statement)
-
-
 async def provision_supabase_user(
     session: AsyncSession, *, supabase_id: uuid.UUID, email: str, full_name: str | None, is_verified: bool
-) -> User | None:
+) -> bool:
     """Create the local user of a Supabase ``sub`` (id = sub), safe when many first requests race.
 
-    ``INSERT ... ON CONFLICT DO NOTHING`` (any unique key: id, supabase_id, email), then a re-read: the racers
-    that lost find the winner's row. None means the email belongs to another account (see the merge rules).
+    ``INSERT ... ON CONFLICT DO NOTHING`` (any unique key: id, supabase_id, email). False when no row exists
+    for ``supabase_id`` afterwards: the email belongs to another account (see the merge rules). The racers that
+    lost find the winner's row.
     """
     now = utcnow()
     statement = (
@@ -126,7 +137,18 @@ async def provision_supabase_user(
         .on_conflict_do_nothing()
     )
     await session.execute(statement)
-    return await find_user_by_supabase_id(session, supabase_id)
+    found = await session.scalar(select(User.id).where(User.supabase_id == supabase_id))
+    return found is not None
+
+
+async def mark_verified(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """The user's email counts as verified from now on."""
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(is_verified=True, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def link_supabase_identity(
@@ -153,28 +175,54 @@ async def link_supabase_identity(
 
 
 async def get_or_create_profile(
-    session: AsyncSession, *, user: User, full_name: str | None, credits: int
+    session: AsyncSession, *, user: AnyUser, full_name: str | None, credits: int
 ) -> tuple[Profile, bool]:
     """One profile per user, however many callers race: INSERT ... ON CONFLICT DO NOTHING.
 
-    A new profile starts with ``credits`` and the ledger row that explains them.
+    A new profile starts with ``credits``, granted through the ledger (its row and audit event).
     """
     now = utcnow()
     insert = _insert_for(session)
     statement = (
         insert(Profile)
-        .values(id=user.id, full_name=full_name or user.full_name, credits=credits, created_at=now, updated_at=now)
+        .values(id=user.id, full_name=full_name or user.full_name, credits=0, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(Profile.id)
     )
     created = (await session.execute(statement)).scalar_one_or_none() is not None
     if created and credits:
-        session.add(
-            CreditTransaction(user_id=user.id, amount=credits, balance_after=credits, reason=SIGNUP_CREDITS_REASON)
+        await credit_service.grant_starting_credits(
+            in_session(session), user_id=user.id, amount=credits, reason=SIGNUP_CREDITS_REASON
         )
     profile = await session.get(Profile, user.id, populate_existing=True)
     assert profile is not None
     return profile, created
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    id: uuid.UUID
+    full_name: str | None
+    avatar_url: str | None
+    credits: int
+    created_at: datetime
+    updated_at: datetime
+
+
+_PROFILE = Query(
+    select(
+        Profile.id, Profile.full_name, Profile.avatar_url, Profile.credits, Profile.created_at, Profile.updated_at
+    ).where(Profile.id == bindparam("user_id")),
+    ProfileRow,
+)
+
+
+async def read_profile(data: Data, user_id: uuid.UUID) -> ProfileRow:
+    """The caller's profile (ProfileNotFoundError until it is created)."""
+    profile = await data.one(_PROFILE, user_id=user_id)
+    if profile is None:
+        raise ProfileNotFoundError()
+    return profile
 
 
 async def find_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile | None:
@@ -195,9 +243,9 @@ async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: 
     return profile
 
 
-async def update_me(session: AsyncSession, *, user: User, changes: UserUpdate) -> User:
+async def update_me(session: AsyncSession, *, user_id: uuid.UUID, changes: UserUpdate) -> User:
     """Apply the sent fields of ``UserUpdate`` (the name; the email changes through its own confirmed flow)."""
-    user = await attach(session, user)
+    user = await lock_user(session, user_id)
     apply_changes(user, changes)
     await session.flush()
     return user

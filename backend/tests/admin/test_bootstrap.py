@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from app.admin.bootstrap import BootstrapError, bootstrap_first_superuser
 from app.audit.models import AuditEvent
 from app.core.db import create_engine, create_sessionmaker
+from app.state import state_of
 from app.users.models import Profile, User
 from tests.conftest import AppFactory, client_for, make_settings, requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
@@ -27,7 +28,7 @@ def first(email: str, password: str = FIRST_PASSWORD) -> dict[str, Any]:
 
 
 async def users_with_email(app: FastAPI, email: str) -> list[User]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return list(await session.scalars(select(User).where(User.email == email)))
 
 
@@ -44,7 +45,7 @@ class TestBootstrapOnStart:
         [user] = await users_with_email(app, email)
         assert (user.is_superuser, user.is_active, user.is_verified) == (True, True, True)
         assert user.hashed_password is not None and FIRST_PASSWORD not in user.hashed_password
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             profile = await session.get(Profile, user.id)
         assert profile is not None and profile.credits == 1000
         assert await login_status(app, email, FIRST_PASSWORD) == 200
@@ -73,17 +74,17 @@ class TestBootstrapOnStart:
         for _ in range(3):
             await make_app(**first(email))
         [user] = await users_with_email(app, email)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             actions = list(
                 await session.scalars(select(AuditEvent.action).where(AuditEvent.subject_user_id == user.id))
             )
-        assert actions == ["admin.superuser_created"]
+        assert sorted(actions) == ["admin.superuser_created", "credits.granted"]  # and its profile's credits
 
     async def test_unset_does_nothing(self, app: FastAPI, make_app: AppFactory) -> None:
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             before = await session.scalar(select(func.count()).select_from(User))
         await make_app(FIRST_SUPERUSER_EMAIL=unique_email("root"))  # no password: skipped
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.scalar(select(func.count()).select_from(User)) == before
 
     @requires_postgres()

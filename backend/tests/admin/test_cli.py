@@ -17,6 +17,7 @@ from app import cli
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge
 from app.core.db import utcnow
 from app.core.settings import Settings
+from app.state import state_of
 from app.users.models import Profile, User
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
 
@@ -25,7 +26,7 @@ PASSWORD = "Cli-Superuser-Pass-77"
 
 
 async def user_by_email(app: FastAPI, email: str) -> User | None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         user: User | None = await session.scalar(select(User).where(User.email == email))
         return user
 
@@ -38,7 +39,7 @@ class TestCreateSuperuser:
         assert result.created
         user = await user_by_email(app, email)
         assert user is not None and user.is_superuser and user.is_active and user.is_verified
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.get(Profile, user.id) is not None
 
     async def test_promotes_existing_keeping_password(self, app: FastAPI, settings: Settings) -> None:
@@ -135,7 +136,7 @@ class TestCleanup:
     async def test_deletes_dead_sessions_and_tokens(self, app: FastAPI, settings: Settings) -> None:
         user = await create_user(app)
         old = utcnow() - timedelta(days=3)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             expired = AuthSession(user_id=user.id, token_salt="s", created_at=old, last_used_at=old, expires_at=old)
             revoked = AuthSession(
                 user_id=user.id,
@@ -160,9 +161,9 @@ class TestCleanup:
             session.add_all([expired, revoked, token, *challenges])
             await session.commit()
         assert (await cli.cleanup(settings)).total == 4
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             live = list(await session.scalars(select(MfaChallenge.id)))
         assert live == [challenges[1].id]  # only the expired challenge went
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             remaining = list(await session.scalars(select(AuthSession.id).where(AuthSession.user_id == user.id)))
         assert remaining == [user.session_id]

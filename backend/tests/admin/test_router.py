@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.auth.models import AuthSession
 from app.orgs.models import Organization
+from app.state import state_of
 from tests.conftest import requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
 from tests.factories import TestUser as AUser
@@ -56,12 +57,12 @@ async def add_member(client: httpx.AsyncClient, org_id: str, owner: AUser, membe
 
 
 async def events(app: FastAPI, action: str) -> list[AuditEvent]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return list(await session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
 
 
 async def org_exists(app: FastAPI, org_id: str) -> bool:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return await session.get(Organization, uuid.UUID(org_id)) is not None
 
 
@@ -210,7 +211,7 @@ class TestUpdateUser:
         assert refresh.status_code == 401
         login = await client.post("/api/v1/auth/login", json={"email": target.email, "password": DEFAULT_PASSWORD})
         assert login.status_code == 401
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             auth_session = await session.get(AuthSession, target.session_id)
         assert auth_session is not None and auth_session.revoked_reason == "user_deactivated"
 

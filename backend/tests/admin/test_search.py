@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.admin import service as admin_service
 from app.admin.search import MAX_PIECES, EmailSample, email_keys, email_pieces
+from app.state import state_of
 from tests.conftest import requires_postgres
 from tests.factories import create_user
 
@@ -157,7 +158,7 @@ async def admin_headers(app: FastAPI) -> dict[str, str]:
 
 @requires_postgres()
 async def test_trigram_indexes_have_no_pending_list(app: FastAPI) -> None:
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         rows = await connection.execute(
             text("SELECT relname, reloptions FROM pg_class WHERE relname IN (:a, :b)"),
             {"a": "ix_users_email_trgm", "b": "ix_users_full_name_trgm"},
@@ -185,7 +186,7 @@ async def test_the_sample_changes_the_cost_never_the_answer(app: FastAPI, people
     samples = [[], ["user4242x-a@example.com"], ["r42-use-242@example.com", "user4242@example.com"], ["zzz"]]
     answers = []
     for sample in samples:
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             users, total = await admin_service.list_users(
                 session, limit=100, offset=0, search=search, sample=FixedSample(sample)
             )
@@ -195,14 +196,14 @@ async def test_the_sample_changes_the_cost_never_the_answer(app: FastAPI, people
 
 
 async def _analyze(app: FastAPI) -> None:
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(text("ANALYZE users"))
 
 
 async def _bulk_users(app: FastAPI, prefix: str, count: int) -> None:
     """``count`` users ``<prefix><i>@example.com`` by SQL, then fresh statistics (PostgreSQL)."""
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         await session.execute(
             text(
                 "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, is_verified, auth_provider, "
@@ -223,13 +224,13 @@ async def test_sample_is_the_planner_statistics_reread_after_a_while(
     clock = [1000.0]
     monkeypatch.setattr("app.admin.search.time.monotonic", lambda: clock[0])
     sample = EmailSample()
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         first = await sample.emails(session)
         assert first and all(email.startswith("first") for email in first)
         await session.execute(text("UPDATE users SET email = replace(email, 'first', 'second')"))
         await session.commit()
     await _analyze(app)
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         clock[0] += EmailSample.REFRESH_SECONDS - 1
         assert await sample.emails(session) == first  # not read again yet
         clock[0] += 1
@@ -263,7 +264,7 @@ async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[st
         if "count(" in statement:
             captured.append((statement, parameters))
 
-    engine = app.state.engine
+    engine = state_of(app).engine
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     try:
         response = await client.get(USERS, params={"search": search}, headers=headers)
@@ -273,6 +274,7 @@ async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[st
     async with engine.begin() as connection:
         await connection.execute(text("SET LOCAL enable_seqscan = off"))
         plan = (await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", tuple(parameters))).scalar()
+        assert plan is not None
     root: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     return {**root, "total": response.json()["total"]}
 
@@ -281,7 +283,7 @@ async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[st
 async def test_without_common_pieces_the_exact_test_is_the_last_index_key(
     client: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], people: dict[str, str]
 ) -> None:
-    app.state.email_sample = FixedSample([])  # no statistics: no piece is common
+    state_of(app).email_sample = FixedSample([])  # no statistics: no piece is common
     plan = await _search_plan(client, app, admin_headers, "User4242")
     assert plan["total"] == 3  # people's "email", "email_upper" and "name"
     by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}
@@ -301,7 +303,7 @@ async def test_rare_pieces_are_the_index_keys_and_the_exact_test_a_filter(
     """With "use" in most emails (the statistics say so), the email index looks up "r42" and "242" only; the
     exact ILIKE filters the rows they leave."""
     await _bulk_users(app, "user", 300)
-    app.state.email_sample = EmailSample()  # the app outlives a test: a sample read by an earlier one is kept
+    state_of(app).email_sample = EmailSample()  # the app outlives a test: a sample read by an earlier one is kept
     plan = await _search_plan(client, app, admin_headers, "User4242")
     assert plan["total"] == 3
     by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}

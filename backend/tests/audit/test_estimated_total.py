@@ -7,21 +7,22 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.audit import service as audit_service
+from app.state import state_of
 from tests.conftest import requires_postgres
 
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
 
 
 async def test_estimate_used_past_the_threshold(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         for index in range(30):
             await audit_service.record(session, "test.event", details={"n": index})
         await session.commit()
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(text("ANALYZE audit_events"))
 
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         events, total = await audit_service.list_events(session, limit=5, offset=0)
         assert total == 30 and len(events) == 5  # small: exact
         monkeypatch.setattr(audit_service, "EXACT_COUNT_UP_TO", 10)

@@ -14,6 +14,7 @@ from sqlalchemy import String, Uuid, literal, select
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent
 from app.core.db import UTCDateTime, utcnow
+from app.state import state_of
 from app.users.models import User
 from tests.conftest import requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
@@ -30,7 +31,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def all_events(app: FastAPI) -> list[AuditEvent]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return list(await session.scalars(select(AuditEvent).order_by(AuditEvent.created_at)))
 
 
@@ -155,7 +156,7 @@ class TestNoSecrets:
         )
         await client.post(f"{AUTH}/logout", headers=bearer(fresh["access_token"]))
 
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             hashes = [h for h in await session.scalars(select(User.hashed_password)) if h]
         secrets = [
             DEFAULT_PASSWORD,
@@ -179,7 +180,7 @@ class TestNoSecrets:
         assert "$argon2" not in dumped
 
     async def test_writer_redacts_secret_keys(self, app: FastAPI) -> None:
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             event = await audit_service.record(
                 session, "test.event", details={"password": "p", "refresh_token": "r", "email": "e@x.io"}
             )
@@ -187,9 +188,9 @@ class TestNoSecrets:
 
     async def test_record_on_a_core_connection(self, app: FastAPI) -> None:
         """record() also writes through a Core connection, in its transaction (a spend on SQLite does)."""
-        async with app.state.engine.begin() as connection:
+        async with state_of(app).engine.begin() as connection:
             await audit_service.record(connection, "test.core", details={"token": "t", "n": 1})
-        async with app.state.engine.connect() as connection:
+        async with state_of(app).engine.connect() as connection:
             await audit_service.record(connection, "test.rolled_back")
             await connection.rollback()
         events = await all_events(app)
@@ -202,14 +203,14 @@ class TestNoSecrets:
         rows = select(literal(user_id, Uuid).label("user_id")).cte("rows")
         statement = audit_service.insert_from(
             rows,
-            "test.statement",
+            literal("test.statement", String),
             actor_id=rows.c.user_id,
             subject_user_id=rows.c.user_id,
             ip_address=literal("10.0.0.3", String),
             details={"password": literal("p", String), "email": literal("e@x.io", String), "n": literal(2)},
             created_at=literal(utcnow(), UTCDateTime),
         )
-        async with app.state.engine.begin() as connection:
+        async with state_of(app).engine.begin() as connection:
             await connection.execute(statement)
         (event,) = await all_events(app)
         assert (event.action, event.actor_id, event.subject_user_id, event.ip_address) == (

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.auth.models import MfaFactor
+from app.state import state_of
 from tests.factories import TestUser
 
 MFA = "/api/v1/auth/mfa"
@@ -23,7 +24,7 @@ def code_at(secret: str, *, steps: int = 0) -> str:
 
 async def forget_used_codes(app: FastAPI, user_id: uuid.UUID) -> None:
     """Let the current step's code be used again: tests that need several logins in one 30-second step."""
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         await session.execute(update(MfaFactor).where(MfaFactor.user_id == user_id).values(last_used_step=None))
         await session.commit()
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.auth.cookies import csrf_token_matches_session
 from app.auth.models import AuthSession
 from app.core import security
+from app.state import state_of
 from tests.conftest import AppFactory, client_for
 from tests.factories import DEFAULT_PASSWORD, create_user
 
@@ -57,7 +58,7 @@ def session_of(body: dict[str, str]) -> uuid.UUID:
 
 
 async def generation(app: FastAPI, body: dict[str, str]) -> int:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         row = await session.get(AuthSession, session_of(body))
         assert row is not None
         value: int = row.generation
@@ -138,7 +139,7 @@ class TestLoginCookies:
         assert token["max-age"] == str(WEEK)
         assert response.headers["x-csrf-token"] == token.value
         assert len(token.value) >= 32
-        assert csrf_token_matches_session(cookie_app.state.settings, token.value, session_of(body))
+        assert csrf_token_matches_session(state_of(cookie_app).settings, token.value, session_of(body))
         assert response.headers["cache-control"] == "no-store"
 
     async def test_token_form_sets_cookies(self, browser: httpx.AsyncClient, cookie_app: FastAPI) -> None:

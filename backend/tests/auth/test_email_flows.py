@@ -19,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose
 from app.core.db import utcnow
+from app.state import state_of
 from app.users import service as user_service
 from app.users.models import AuthProvider, User
 from tests.conftest import AppFactory, client_for
@@ -95,7 +96,7 @@ async def reset_token(client: httpx.AsyncClient, outbox: RecordingHandler, email
 
 
 async def expire_tokens(app: FastAPI, email: str) -> None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         await session.execute(
             update(EmailToken).where(EmailToken.email == email).values(expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -128,7 +129,7 @@ class TestRegisterMail:
         application = await make_app(EMAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())
         async with client_for(application) as c:
             await register(c, unique_email())
-        assert application.state.email_sender.failed == 1
+        assert state_of(application).email_sender.failed == 1
 
 
 class TestVerifyEmailRequest:
@@ -220,7 +221,7 @@ class TestVerifyEmailConfirm:
         user = await create_user(mail_app, is_verified=False)
         await mc.post("/api/v1/auth/verify-email/request", headers=user.headers)
         tokens = [token_of(only_mail(outbox, user.email), "verify-email"), await reset_token(mc, outbox, user.email)]
-        async with mail_app.state.sessionmaker() as session:
+        async with state_of(mail_app).sessionmaker() as session:
             rows = (await session.execute(text("SELECT * FROM email_tokens"))).all()
             hashes = set((await session.scalars(select(EmailToken.token_hash))).all())
         dump = repr(rows)
@@ -312,7 +313,7 @@ class TestPasswordResetRequest:
         self, mc: httpx.AsyncClient, mail_app: FastAPI, outbox: RecordingHandler
     ) -> None:
         email = unique_email("supa")
-        async with mail_app.state.sessionmaker() as session:
+        async with state_of(mail_app).sessionmaker() as session:
             await user_service.create_user(
                 session, email=email, hashed_password=None, auth_provider=AuthProvider.SUPABASE, is_verified=True
             )
@@ -339,14 +340,14 @@ class TestPasswordResetRequest:
             async with client_for(application) as c:
                 await request_reset(c, user.email)
         assert handler.messages == []
-        assert application.state.email_sender.failed == 1
+        assert state_of(application).email_sender.failed == 1
 
     async def test_smtp_down_still_202(self, make_app: AppFactory) -> None:
         application = await make_app(EMAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())
         user = await create_user(application)
         async with client_for(application) as c:
             await request_reset(c, user.email)
-        assert application.state.email_sender.failed == 1
+        assert state_of(application).email_sender.failed == 1
 
     async def test_invalid_email_422(self, mc: httpx.AsyncClient) -> None:
         response = await mc.post("/api/v1/auth/password-reset/request", json={"email": "not-an-email"})
@@ -371,7 +372,7 @@ class TestPasswordResetConfirm:
         for refresh in (user.refresh_token, second["refresh_token"]):
             assert (await mc.post("/api/v1/auth/refresh", json={"refresh_token": refresh})).status_code == 401
         assert (await load_user(mail_app, user.id)).is_verified is True  # type: ignore[union-attr]
-        async with mail_app.state.sessionmaker() as session:
+        async with state_of(mail_app).sessionmaker() as session:
             live = await session.scalars(
                 select(AuthSession).where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
             )
@@ -432,7 +433,7 @@ class TestPasswordResetConfirm:
     ) -> None:
         user = await create_user(mail_app)
         token = await reset_token(mc, outbox, user.email)
-        async with mail_app.state.sessionmaker() as session:
+        async with state_of(mail_app).sessionmaker() as session:
             found = await user_service.find_user(session, user.id)
             assert found is not None
             found.is_active = False
@@ -447,7 +448,7 @@ class TestPasswordResetConfirm:
     ) -> None:
         user = await create_user(mail_app)
         await reset_token(mc, outbox, user.email)
-        async with mail_app.state.sessionmaker() as session:
+        async with state_of(mail_app).sessionmaker() as session:
             row = await session.scalar(select(EmailToken).where(EmailToken.user_id == user.id))
         assert row is not None
         assert row.purpose == EmailTokenPurpose.PASSWORD_RESET

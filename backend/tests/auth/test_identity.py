@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from dataclasses import FrozenInstanceError
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
-from app.auth.identity import attach, detached_user
+from app.auth import identity
 from app.auth.models import AuthSession
 from app.core.db import utcnow
-from app.core.driver import Driver
-from app.users.models import User
+from app.state import state_of
+from app.users.models import UserRow
 from tests.conftest import AppFactory, client_for, database_kind, requires_postgres
+from tests.core.test_data import statements_sent
 from tests.factories import create_user
 
 pytestmark = pytest.mark.asyncio
@@ -27,12 +27,12 @@ ME = "/api/v1/users/me"
 
 
 async def last_used(app: FastAPI, session_id: Any) -> Any:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return await session.scalar(select(AuthSession.last_used_at).where(AuthSession.id == session_id))
 
 
 async def set_last_used(app: FastAPI, session_id: Any, value: Any) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with state_of(app).sessionmaker() as session, session.begin():
         await session.execute(update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=value))
 
 
@@ -60,21 +60,16 @@ class TestChangesToTheCaller:
             assert changed.status_code == 200 and changed.json()["full_name"] == "Renamed"
             assert (await client.get(ME, headers=user.headers)).json()["full_name"] == "Renamed"
 
-    async def test_attach_gives_the_sessions_instance(self, app: FastAPI) -> None:
+    async def test_the_caller_is_a_frozen_row(self, app: FastAPI) -> None:
+        # No detached ORM object whose changes would be silently dropped: writing to the caller fails at once.
         user = await create_user(app)
-        async with app.state.sessionmaker() as session:
-            row = (await session.execute(select(*User.__table__.columns).where(User.id == user.id))).one()
-        detached = detached_user(row)
-        async with app.state.sessionmaker() as session, session.begin():
-            loaded = await session.get(User, user.id)  # already in this session: that instance is the one to use
-            attached = await attach(session, detached)
-            assert attached is loaded
-        async with app.state.sessionmaker() as session, session.begin():
-            attached = await attach(session, detached)
-            assert attached in session
-            attached.full_name = "Through attach"
-        async with app.state.sessionmaker() as session:
-            assert (await session.get(User, user.id)).full_name == "Through attach"
+        assert user.session_id is not None
+        found = await identity.session_user(state_of(app).data, session_id=user.session_id, user_id=user.id)
+        assert found is not None
+        caller, _session = found
+        assert isinstance(caller, UserRow) and caller.email == user.email
+        with pytest.raises(FrozenInstanceError):
+            caller.full_name = "Lost"  # type: ignore[misc]
 
 
 @requires_postgres()
@@ -85,34 +80,10 @@ class TestOneStatement:
         """No BEGIN/COMMIT and no ORM round trips for the caller: one SELECT on the driver pool, nothing through
         the engine (docs/SCALING.md's query costs)."""
         app = await make_app()
-        queries: list[str] = []
-
-        def log(record: Any) -> None:
-            queries.append(record.query)
-
-        @event.listens_for(app.state.engine.sync_engine, "connect")
-        def _log(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(log)
-
-        await app.state.engine.dispose()  # new connections, each with the logger
-        opened = Driver.connection
-
-        @asynccontextmanager
-        async def logged(driver: Driver) -> AsyncIterator[Any]:
-            async with opened(driver) as connection:
-                connection.add_query_logger(log)
-                try:
-                    yield connection
-                finally:
-                    connection.remove_query_logger(log)
-
-        monkeypatch.setattr(Driver, "connection", logged)
         user = await create_user(app)
         await set_last_used(app, user.session_id, utcnow())
-        async with client_for(app) as client:
-            queries.clear()
+        async with client_for(app) as client, statements_sent(app, monkeypatch) as queries:
             response = await client.get(ME, headers=user.headers)
-        await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
         assert response.status_code == 200
         assert len(queries) == 1, queries
         assert queries[0].lstrip().upper().startswith("SELECT") and "auth_sessions" in queries[0]
@@ -122,7 +93,7 @@ class TestOneStatement:
 def sqlite_path(app: FastAPI) -> Iterator[str]:
     if database_kind() != "sqlite":
         pytest.skip("SQLite only: the lock behaviour of the embedded database")
-    yield app.state.settings.DATABASE_URL.split("///", 1)[1]
+    yield state_of(app).settings.DATABASE_URL.split("///", 1)[1]
 
 
 class TestSqliteReadsTakeNoWriteLock:

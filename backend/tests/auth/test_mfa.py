@@ -19,6 +19,7 @@ from app.auth import totp
 from app.auth.models import AuthSession, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.core import security
 from app.core.db import utcnow
+from app.state import state_of
 from app.users.models import User
 from tests import factories, supabase_tokens
 from tests.admin.test_router import ADMIN_ROUTES
@@ -51,7 +52,7 @@ def claims_of(access_token: str) -> dict[str, object]:
 
 
 async def actions(app: FastAPI, user_id: uuid.UUID) -> list[str]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         rows = await session.scalars(
             select(AuditEvent.action)
             .where(AuditEvent.subject_user_id == user_id, AuditEvent.action.like("mfa.%"))
@@ -80,8 +81,8 @@ class TestEnroll:
         assert (uri.scheme, uri.netloc) == ("otpauth", "totp")
         query = parse_qs(uri.query)
         assert query["secret"] == [body["secret"]]
-        assert query["issuer"] == [app.state.settings.APP_NAME]
-        assert unquote(uri.path) == f"/{app.state.settings.APP_NAME}:{user.email}"
+        assert query["issuer"] == [state_of(app).settings.APP_NAME]
+        assert unquote(uri.path) == f"/{state_of(app).settings.APP_NAME}:{user.email}"
         assert len(body["secret"]) >= 32
         # Pending only: login still answers tokens.
         assert not await mfa_enabled(client, user)
@@ -91,7 +92,7 @@ class TestEnroll:
     async def test_secret_is_encrypted_at_rest(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app)
         secret = await enroll(client, user)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             stored = await session.scalar(select(MfaFactor.secret_encrypted).where(MfaFactor.user_id == user.id))
         assert stored is not None
         assert secret not in stored
@@ -102,7 +103,7 @@ class TestEnroll:
         response = await client.post(f"{MFA}/totp/enroll", json={"current_password": "nope-nope"}, headers=user.headers)
         assert response.status_code == 400
         assert response.json()["code"] == "invalid_password"
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.get(MfaFactor, user.id) is None
 
     async def test_replaces_pending_enrolment(self, client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -155,7 +156,7 @@ class TestConfirm:
         assert me["mfa_enabled"] is True
         assert me["aal"] == "aal2"  # this session just proved both factors
         assert await actions(app, user.id) == ["mfa.enabled"]
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             hashes = list(
                 await session.scalars(select(MfaRecoveryCode.code_hash).where(MfaRecoveryCode.user_id == user.id))
             )
@@ -179,7 +180,7 @@ class TestConfirm:
         assert response.json()["code"] == "invalid_code"
         assert not await mfa_enabled(client, user)
         assert (await client.get(ME, headers=user.headers)).json()["aal"] == "aal1"
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             count = await session.scalar(select(func.count()).select_from(MfaRecoveryCode))
         assert count == 0
         assert await actions(app, user.id) == ["mfa.failed"]
@@ -301,13 +302,13 @@ class TestLoginWithMfa:
         user = await create_user(app)
         secret, _ = await enable_mfa(client, app, user)
         token = await start_login(client, user)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             await session.execute(update(MfaChallenge).values(expires_at=utcnow() - timedelta(seconds=1)))
             await session.commit()
         response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": code_at(secret)})
         assert response.status_code == 401
         assert response.json()["code"] == "mfa_token_invalid"
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.scalar(select(MfaFactor.last_used_step).where(MfaFactor.user_id == user.id)) is None
 
     @pytest.mark.parametrize("kind", ["garbage", "forged", "unknown"])
@@ -318,7 +319,7 @@ class TestLoginWithMfa:
         token = {
             "garbage": "mfa.not-a-token",
             "forged": real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB"),
-            "unknown": security.create_mfa_token(app.state.settings, challenge_id=uuid.uuid4(), user_id=user.id),
+            "unknown": security.create_mfa_token(state_of(app).settings, challenge_id=uuid.uuid4(), user_id=user.id),
         }[kind]
         response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": code_at(secret)})
         assert response.status_code == 401
@@ -352,7 +353,7 @@ class TestLoginWithMfa:
         user = await create_user(app)
         secret, _ = await enable_mfa(client, app, user)
         token = await start_login(client, user)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             await session.execute(update(User).where(User.id == user.id).values(is_active=False))
             await session.commit()
         response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": code_at(secret)})
@@ -385,7 +386,7 @@ class TestConcurrentVerify:
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [200, 401, 401, 401, 401, 401], [a.text for a in answers]
         assert {a.json()["code"] for a in answers if a.status_code == 401} == {"invalid_code"}
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             aal2 = await session.scalar(
                 select(func.count())
                 .select_from(AuthSession)
@@ -401,7 +402,7 @@ class TestConcurrentVerify:
             *[client.post(f"{MFA}/verify", json={"mfa_token": token, "recovery_code": c}) for c in codes[:4]]
         )
         assert sorted(a.status_code for a in answers) == [200, 401, 401, 401], [a.text for a in answers]
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             used = await session.scalar(
                 select(func.count()).select_from(MfaRecoveryCode).where(MfaRecoveryCode.used_at.is_not(None))
             )
@@ -430,7 +431,7 @@ class TestDisable:
         assert (me["mfa_enabled"], me["aal"]) == (False, "aal1")
         login = await client.post(LOGIN, json={"email": user.email, "password": user.password})
         assert "access_token" in login.json()
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.get(MfaFactor, user.id) is None
             left = await session.scalar(select(func.count()).select_from(MfaRecoveryCode))
         assert left == 0
@@ -479,11 +480,11 @@ class TestRateLimits:
         application = await make_app(RATE_LIMIT_ENABLED=True, RATE_LIMIT_MFA="3/minute", RATE_LIMIT_LOGIN="100/minute")
         user = await create_user(application)
         secret = pyotp.random_base32()
-        async with application.state.sessionmaker() as session:
+        async with state_of(application).sessionmaker() as session:
             session.add(
                 MfaFactor(
                     user_id=user.id,
-                    secret_encrypted=totp.encrypt_secret(application.state.settings, secret),
+                    secret_encrypted=totp.encrypt_secret(state_of(application).settings, secret),
                     created_at=utcnow(),
                 )
             )
@@ -563,7 +564,7 @@ class TestAdminRequiresMfa:
         token = mint(claims(issuer=jwks_server.issuer, sub=sub, aal=aal))
         async with client_for(application) as c:
             assert (await c.get(ME, headers=bearer(token))).status_code == 200  # provisions the user
-            async with application.state.sessionmaker() as session:
+            async with state_of(application).sessionmaker() as session:
                 await session.execute(update(User).where(User.id == sub).values(is_superuser=True))
                 await session.commit()
             response = await c.get("/api/v1/admin/users", headers=bearer(token))

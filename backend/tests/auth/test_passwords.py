@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.auth.passwords import common_passwords, password_problem
 from app.core import security
+from app.state import state_of
 from app.users.models import User
 from tests.factories import create_user
 
@@ -43,14 +44,14 @@ class TestHashing:
     ) -> None:
         user = await create_user(app, logged_in=False)
         legacy = bcrypt.hashpw(b"Legacy-Password-77", bcrypt.gensalt(rounds=4)).decode()
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             row = await session.get(User, user.id)
             assert row is not None
             row.hashed_password = legacy
             await session.commit()
         response = await client.post("/api/v1/auth/login", json={"email": user.email, "password": "Legacy-Password-77"})
         assert response.status_code == 200, response.text
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             row = await session.get(User, user.id)
             assert row is not None and row.hashed_password is not None
             assert row.hashed_password.startswith("$argon2id$")

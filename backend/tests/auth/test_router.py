@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.core import security
+from app.state import state_of
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
 
@@ -325,7 +326,7 @@ class TestAccessTokens:
 
     async def test_deactivated_user_401(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             from app.users.models import User
 
             row = await session.get(User, user.id)

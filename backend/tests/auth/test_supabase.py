@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from app.auth.exceptions import JwksUnavailableError
 from app.auth.jwks import JwksClient, parse_jwks
+from app.state import state_of
 from app.users.models import User
 from tests import supabase_tokens
 from tests.conftest import client_for, requires_postgres
@@ -56,7 +57,7 @@ def assert_401(response: httpx.Response, code: str = "invalid_token") -> None:
 
 
 async def count_users(application: FastAPI, **where: object) -> int:
-    async with application.state.sessionmaker() as session:
+    async with state_of(application).sessionmaker() as session:
         statement = select(func.count()).select_from(User).filter_by(**where)
         return int(await session.scalar(statement) or 0)
 
@@ -400,14 +401,14 @@ class TestLifespan:
 
         application = create_app(make_settings(base_settings, SUPABASE_URL=closed_port_url()))
         async with application.router.lifespan_context(application):  # Supabase down: startup still works
-            jwks = application.state.jwks
+            jwks = state_of(application).jwks
             assert isinstance(jwks, JwksClient)
             assert jwks.url.endswith("/auth/v1/.well-known/jwks.json")
             assert jwks.fetch_count == 0  # no fetch before the first asymmetric token
         assert jwks._http.is_closed
 
     async def test_no_client_without_supabase(self, app: FastAPI) -> None:
-        assert app.state.jwks is None
+        assert state_of(app).jwks is None
 
 
 class TestJwksClient:
@@ -661,7 +662,7 @@ class TestProvisioning:
         sub = uuid.uuid4()
         token = mint(claims(issuer=jwks_server.issuer, sub=sub))
         assert (await get_me(application, token)).status_code == 200
-        async with application.state.sessionmaker() as session:
+        async with state_of(application).sessionmaker() as session:
             user = await session.get(User, sub)
             assert user is not None
             user.is_active = False

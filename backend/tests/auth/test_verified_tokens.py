@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,9 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from app.core.token_cache import VerifiedTokens
+from app.auth.tokens import TokenCache, Verified
+from app.core.settings import Settings
+from app.state import state_of
 from app.users.models import User
 from tests import supabase_tokens
 from tests.conftest import client_for
@@ -22,14 +25,21 @@ jwks_server, supabase_app = supabase_tokens.jwks_server, supabase_tokens.supabas
 ME = "/api/v1/users/me"
 
 
+def expire(cache: TokenCache, token: str) -> None:
+    verified = cache.get(token)
+    assert verified is not None
+    cache.add(token, replace(verified, valid_until=datetime.now(UTC) - timedelta(seconds=1)))
+
+
 class TestCache:
-    def test_bounded_oldest_out(self) -> None:
-        cache: VerifiedTokens[int] = VerifiedTokens(size=2)
+    def test_bounded_oldest_out(self, settings: Settings) -> None:
+        cache = TokenCache(settings, size=2)
         until = datetime.now(UTC) + timedelta(minutes=1)
-        for index, token in enumerate(["a", "b", "c"]):
-            cache.add(token, index, until)
+        entries = [Verified(own=None, supabase=None, valid_until=until + timedelta(seconds=i)) for i in range(3)]
+        for token, verified in zip(["a", "b", "c"], entries, strict=True):
+            cache.add(token, verified)
         assert cache.get("a") is None
-        assert cache.get("b") == (1, until) and cache.get("c") == (2, until)
+        assert cache.get("b") == entries[1] and cache.get("c") == entries[2]
 
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -54,9 +64,7 @@ class TestOwnTokens:
             for _ in range(3):
                 assert (await client.get(ME, headers=user.headers)).status_code == 200
             assert calls.count(user.access_token) == 1
-            cache = app.state.verified_tokens
-            claims_, _ = cache.get(user.access_token)
-            cache.add(user.access_token, claims_, datetime.now(UTC) - timedelta(seconds=1))
+            expire(state_of(app).tokens, user.access_token)
             expired = await client.get(ME, headers=user.headers)
             assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
 
@@ -75,7 +83,7 @@ class TestSupabaseTokens:
             assert (await client.get(ME, headers=bearer(token))).status_code == 200
             assert calls.count(token) == 1
 
-            async with app.state.sessionmaker() as session:  # deactivated: refused at once, cache or not
+            async with state_of(app).sessionmaker() as session:  # deactivated: refused at once, cache or not
                 user = await session.get(User, uuid.UUID(first.json()["id"]))
                 assert user is not None
                 user.is_active = False
@@ -83,9 +91,7 @@ class TestSupabaseTokens:
             inactive = await client.get(ME, headers=bearer(token))
             assert inactive.status_code == 401 and inactive.json()["code"] == "inactive_user"
 
-            cache = app.state.supabase_identities
-            identity, _ = cache.get(token)
-            cache.add(token, identity, datetime.now(UTC) - timedelta(seconds=1))
+            expire(state_of(app).tokens, token)
             expired = await client.get(ME, headers=bearer(token))
             assert expired.status_code == 401 and expired.json()["code"] == "token_expired"
 
@@ -97,4 +103,4 @@ class TestSupabaseTokens:
         async with client_for(app) as client:
             for _ in range(2):
                 assert (await client.get(ME, headers=bearer(token))).status_code == 401
-        assert app.state.supabase_identities.get(token) is None
+        assert state_of(app).tokens.get(token) is None

@@ -12,24 +12,26 @@ from sqlalchemy import Integer, bindparam, literal, select
 
 from app.core.driver import Driver, DriverStatement
 from app.core.errors import DatabaseUnavailable
+from app.state import state_of
 from tests.conftest import AppFactory, requires_postgres
 
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
 
 
 def driver_of(app: FastAPI) -> Driver:
-    driver: Driver | None = app.state.driver
+    driver: Driver | None = state_of(app).data.driver
     assert driver is not None
     return driver
 
 
 async def admin(app: FastAPI) -> asyncpg.Connection:
-    return await asyncpg.connect(app.state.settings.DATABASE_URL.replace("+asyncpg", ""))
+    return await asyncpg.connect(state_of(app).settings.DATABASE_URL.replace("+asyncpg", ""))
 
 
 async def test_arguments_in_driver_order_with_the_statements_own_constants(app: FastAPI) -> None:
     statement = DriverStatement(
-        app.state.engine.dialect, select(bindparam("b", type_=Integer), literal("fixed"), bindparam("a", type_=Integer))
+        state_of(app).engine.dialect,
+        select(bindparam("b", type_=Integer), literal("fixed"), bindparam("a", type_=Integer)),
     )
     async with driver_of(app).connection() as connection:
         row = await connection.fetchrow(statement.sql, *statement.args({"a": 1, "b": 2}))
@@ -49,7 +51,7 @@ async def test_its_own_small_pool_with_the_engines_connection_settings(make_app:
 
 async def test_sqlite_has_no_driver(make_app: AppFactory, tmp_path) -> None:
     app = await make_app(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/d.db")
-    assert app.state.driver is None
+    assert state_of(app).data.driver is None
 
 
 async def test_an_sql_error_leaves_the_connection_in_the_pool(app: FastAPI) -> None:

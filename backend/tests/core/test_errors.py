@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.db import SessionDep
 from app.core.errors import unexpected_error_response
+from app.state import state_of
 from app.users.models import User
 from app.users.service import create_user
 from tests.conftest import AppFactory, client_for
@@ -129,7 +130,7 @@ class TestRollback:
         async with client_for(app) as client:
             response = await client.post("/half")
         assert response.status_code == 500
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             count = await session.scalar(select(func.count()).select_from(User).where(User.email == "half@example.com"))
         assert count == 0
 

@@ -98,13 +98,14 @@ class TestRateLimitTable:
         ],
     )
     def test_rule_for(self, path: str, bucket: str | None) -> None:
-        middleware = RateLimitMiddleware(app=None, settings=Settings(_env_file=None), limiter=None)  # type: ignore[arg-type]
+        middleware = RateLimitMiddleware(app=None, settings=Settings(_env_file=None), limiter=None, tokens=None)  # type: ignore[arg-type]
         rule = middleware.rule_for(path)
         assert (rule.limits[0][0].bucket if rule else None) == bucket
 
     def test_malformed_limit_fails_at_start(self) -> None:
         with pytest.raises(ValueError):
-            RateLimitMiddleware(app=None, settings=Settings(_env_file=None, RATE_LIMIT_LOGIN="lots"), limiter=None)  # type: ignore[arg-type]
+            settings = Settings(_env_file=None, RATE_LIMIT_LOGIN="lots")
+            RateLimitMiddleware(app=None, settings=settings, limiter=None, tokens=None)  # type: ignore[arg-type]
 
     def test_unknown_storage_fails_at_start(self) -> None:
         from limits.errors import ConfigurationError

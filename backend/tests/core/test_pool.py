@@ -10,6 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import FairQueuePool
+from app.state import state_of
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import create_user
 
@@ -30,12 +31,12 @@ def _waiting(engine: AsyncEngine) -> int:
 
 async def test_the_postgres_engine_uses_the_fair_pool(make_app: AppFactory) -> None:
     application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0)
-    assert isinstance(application.state.engine.pool, FairQueuePool)
+    assert isinstance(state_of(application).engine.pool, FairQueuePool)
 
 
 async def test_waiters_are_served_in_arrival_order_ahead_of_newcomers(make_app: AppFactory) -> None:
     application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0, DATABASE_POOL_TIMEOUT=10)
-    engine: AsyncEngine = application.state.engine
+    engine: AsyncEngine = state_of(application).engine
     order: list[str] = []
 
     async def checkout(name: str) -> None:
@@ -56,7 +57,7 @@ async def test_waiters_are_served_in_arrival_order_ahead_of_newcomers(make_app: 
 
 async def test_a_wait_that_runs_out_raises_and_gives_no_turn_away(make_app: AppFactory) -> None:
     application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0, DATABASE_POOL_TIMEOUT=0.2)
-    engine: AsyncEngine = application.state.engine
+    engine: AsyncEngine = state_of(application).engine
     held = await engine.connect()
     with pytest.raises(PoolTimeoutError):
         await engine.connect()
@@ -72,11 +73,13 @@ async def test_a_request_that_cannot_get_a_connection_answers_503(make_app: AppF
     application = await make_app(DATABASE_POOL_SIZE=1, DATABASE_MAX_OVERFLOW=0, DATABASE_POOL_TIMEOUT=0.2)
     user = await create_user(application)
     async with client_for(application) as client:
-        held = await application.state.engine.connect()
-        try:  # the caller is found (driver pool, app/core/driver.py); the profile needs the engine's pool
-            response = await client.get("/api/v1/profile", headers=user.headers)
+        held = await state_of(application).engine.connect()
+        try:  # the caller is found (driver pool, app/core/driver.py); a write needs the engine's pool
+            response = await client.put("/api/v1/profile", json={"full_name": "Held"}, headers=user.headers)
         finally:
             await held.close()
         assert response.status_code == 503
         assert response.json()["code"] == "database_unavailable"
-        assert (await client.get("/api/v1/profile", headers=user.headers)).status_code == 200
+        assert (
+            await client.put("/api/v1/profile", json={"full_name": "Held"}, headers=user.headers)
+        ).status_code == 200

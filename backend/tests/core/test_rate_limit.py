@@ -5,13 +5,15 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
 import pytest
 import redis
 
+from app.core.rate_limit import MemoryCounters
+from app.state import state_of
 from tests.conftest import AppFactory, client_for
 from tests.core.uvicorn_server import free_port, uvicorn_server
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
@@ -90,10 +92,10 @@ class TestLogin:
         async with client_for(app) as client:
             for _ in range(2):
                 assert (await post_login(client, unique_email())).status_code == 401
-            counters = len(app.state.rate_limiter.storage())
+            counters = len(cast(MemoryCounters, state_of(app).rate_limiter.storage()))
             for _ in range(5):
                 assert_rate_limited(await post_login(client, unique_email()))
-        assert len(app.state.rate_limiter.storage()) == counters
+        assert len(cast(MemoryCounters, state_of(app).rate_limiter.storage())) == counters
 
     async def test_body_reaches_the_endpoint_with_headers(self, make_app: AppFactory) -> None:
         app = await limited_app(make_app, RATE_LIMIT_LOGIN="5/minute", RATE_LIMIT_LOGIN_EMAIL="4/minute")
@@ -328,7 +330,7 @@ class TestRedisStorage:
                 RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{proxy.port}/{database}",
                 RATE_LIMIT_KEY_PREFIX=redis_prefix,
             )
-            app.state.rate_limiter.cooldown = 0  # retry Redis on the very next request
+            state_of(app).rate_limiter.cooldown = 0  # retry Redis on the very next request
             async with client_for(app) as client:
                 first = await client.get(f"{API}/users/me")
                 assert first.headers["X-RateLimit-Remaining"] == "1"

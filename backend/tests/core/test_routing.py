@@ -14,11 +14,12 @@ from starlette.routing import Mount, Route
 
 from app.api import API_ROUTERS
 from app.core.routing import PrefixCheckedRoute, include_flat
+from app.state import state_of
 
 
 @pytest.mark.asyncio
 async def test_every_route_is_on_the_app_itself(app: FastAPI) -> None:
-    prefix = app.state.settings.API_V1_PREFIX
+    prefix = state_of(app).settings.API_V1_PREFIX
     own = {(r.path, frozenset(r.methods or ())) for r in app.router.routes if isinstance(r, APIRoute)}
     for router in API_ROUTERS:
         for route in router.routes:
@@ -108,5 +109,5 @@ def test_no_dependency_takes_a_trip_through_the_threadpool(app: FastAPI) -> None
         if isinstance(route, APIRoute)
         for name in _threadpool_dependencies(route.dependant)
     }
-    prefix = app.state.settings.API_V1_PREFIX
+    prefix = state_of(app).settings.API_V1_PREFIX
     assert found == {(f"{prefix}/auth/token", "OAuth2PasswordRequestForm")}

@@ -16,6 +16,7 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.data import in_session
 from app.credits import service as credit_service
 from app.credits.exceptions import (
     BalanceLimitError,
@@ -25,16 +26,22 @@ from app.credits.exceptions import (
 )
 from app.credits.models import CreditTransaction
 from app.credits.schemas import CreditAdjust
+from app.state import state_of
 from app.users.models import Profile
 from tests.conftest import DB_KIND
 from tests.credits.helpers import audit_events, ledger_rows, ledger_sum, stored_balance
 from tests.factories import create_user
 
 
-async def adjust(app: FastAPI, user_id: uuid.UUID, amount: int, actor_id: uuid.UUID) -> CreditTransaction:
-    async with app.state.sessionmaker() as session:
+async def adjust(app: FastAPI, user_id: uuid.UUID, amount: int, actor_id: uuid.UUID) -> credit_service.LedgerRow:
+    async with state_of(app).sessionmaker() as session:
         transaction = await credit_service.adjust_credits(
-            session, user_id=user_id, amount=amount, reason="support", actor_id=actor_id, ip_address="10.0.0.1"
+            in_session(session),
+            user_id=user_id,
+            amount=amount,
+            reason="support",
+            actor_id=actor_id,
+            ip_address="10.0.0.1",
         )
         await session.commit()
         return transaction
@@ -42,8 +49,7 @@ async def adjust(app: FastAPI, user_id: uuid.UUID, amount: int, actor_id: uuid.U
 
 async def spend(app: FastAPI, user_id: uuid.UUID, amount: int, key: str | None = None) -> credit_service.SpendResult:
     return await credit_service.spend_credits(
-        app.state.engine,
-        app.state.driver,
+        state_of(app).data,
         user_id=user_id,
         amount=amount,
         reason="export",
@@ -146,14 +152,14 @@ class TestSpendCredits:
     async def test_failure_writes_nothing(self, app: FastAPI) -> None:
         """Any part failing (here the audit insert) undoes the whole spend: no half-written rows."""
         user = await create_user(app, logged_in=False)
-        async with app.state.engine.begin() as connection:
+        async with state_of(app).engine.begin() as connection:
             for statement in _REFUSE_AUDIT[DB_KIND]:
                 await connection.execute(text(statement))
         try:
             with pytest.raises((DBAPIError, asyncpg.PostgresError)):
                 await spend(app, user.id, 30)
         finally:
-            async with app.state.engine.begin() as connection:
+            async with state_of(app).engine.begin() as connection:
                 for statement in _ALLOW_AUDIT[DB_KIND]:
                     await connection.execute(text(statement))
         assert await stored_balance(app, user.id) == 1000
@@ -169,7 +175,7 @@ class TestSpendCredits:
         its lookup finds the row.
         """
         user = await create_user(app, logged_in=False)
-        connection, transaction, first_id = await _first_spend_uncommitted(app.state.engine, user.id, amount, "k")
+        connection, transaction, first_id = await _first_spend_uncommitted(state_of(app).engine, user.id, amount, "k")
         try:
             task = asyncio.create_task(spend(app, user.id, amount, key="k"))
             await asyncio.sleep(0.3)
@@ -188,13 +194,13 @@ class TestSpendCredits:
 class TestGetBalance:
     async def test_ok(self, app: FastAPI) -> None:
         user = await create_user(app, logged_in=False)
-        async with app.state.sessionmaker() as session:
-            assert await credit_service.get_balance(session, user.id) == 1000
+        async with state_of(app).sessionmaker() as session:
+            assert await credit_service.get_balance(in_session(session), user.id) == 1000
 
     async def test_no_profile_zero(self, app: FastAPI) -> None:
         user = await create_user(app, profile=False, logged_in=False)
-        async with app.state.sessionmaker() as session:
-            assert await credit_service.get_balance(session, user.id) == 0
+        async with state_of(app).sessionmaker() as session:
+            assert await credit_service.get_balance(in_session(session), user.id) == 0
 
 
 @pytest.mark.asyncio
@@ -254,7 +260,7 @@ class TestAdjustCredits:
         results = await asyncio.gather(
             *(adjust(app, user.id, -300, admin.id) for _ in range(5)), return_exceptions=True
         )
-        assert sum(isinstance(r, CreditTransaction) for r in results) == 3
+        assert sum(isinstance(r, credit_service.LedgerRow) for r in results) == 3
         assert sum(isinstance(r, InsufficientCreditsError) for r in results) == 2
         assert await stored_balance(app, user.id) == 100
         assert await ledger_sum(app, user.id) == 100

@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from app.state import state_of
 from tests.conftest import PG_HOST, PG_PORT, AppFactory, client_for, requires_postgres
 from tests.factories import create_user
 from tests.proxy import TcpProxy
@@ -25,7 +26,7 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 
 class TestDatabaseOutage:
     async def test_degraded_then_recovers(self, app: FastAPI, make_app: AppFactory, proxy: TcpProxy) -> None:
-        url = app.state.settings.DATABASE_URL.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
+        url = state_of(app).settings.DATABASE_URL.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
         proxied = await make_app(DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT=2, DATABASE_POOL_TIMEOUT=2)
         user = await create_user(app)
         async with client_for(proxied) as client:

@@ -13,23 +13,21 @@ from app.orgs import api_keys
 from app.orgs import service as org_service
 from app.orgs.models import Invitation, Membership, OrgRole
 from app.orgs.policy import Actor
-from app.users.models import User
+from app.state import state_of
 from tests.factories import TestUser, create_user
 
 API = "/api/v1"
 
 
 async def make_org(app: FastAPI, owner: TestUser, *, name: str = "Acme", slug: str | None = None) -> uuid.UUID:
-    async with app.state.sessionmaker() as session:
-        user = await session.get(User, owner.id)
-        assert user is not None
-        org = await org_service.create_org(session, user=user, name=name, slug=slug)
+    async with state_of(app).sessionmaker() as session:
+        org = await org_service.create_org(session, owner_id=owner.id, name=name, slug=slug)
         await session.commit()
         return org.id
 
 
 async def add_membership(app: FastAPI, org_id: uuid.UUID, user_id: uuid.UUID, role: OrgRole | str) -> None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         session.add(Membership(org_id=org_id, user_id=user_id, role=OrgRole(role)))
         await session.commit()
 
@@ -45,11 +43,11 @@ async def member_of(
 async def make_invitation(
     app: FastAPI, org_id: uuid.UUID, inviter_id: uuid.UUID, *, email: str, role: OrgRole | str = OrgRole.MEMBER
 ) -> tuple[uuid.UUID, str]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         membership = await org_service.get_membership(session, org_id=org_id, user_id=inviter_id)
         actor = Actor(org_id=org_id, user_id=inviter_id, role=OrgRole(membership.role))
         invitation, token, _ = await org_service.create_invitation(
-            session, app.state.settings, actor=actor, email=email, role=OrgRole(role)
+            session, state_of(app).settings, actor=actor, email=email, role=OrgRole(role)
         )
         await session.commit()
         return invitation.id, token
@@ -65,18 +63,18 @@ async def make_api_key(
     expires_in_days: int | None = None,
 ) -> tuple[uuid.UUID, str]:
     """A key made through the service (as its creator, whose current role is checked): (id, key)."""
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         membership = await org_service.get_membership(session, org_id=org_id, user_id=creator_id)
         actor = Actor(org_id=org_id, user_id=creator_id, role=OrgRole(membership.role))
         api_key, key = await api_keys.create_api_key(
-            session, app.state.settings, actor=actor, name=name, role=OrgRole(role), expires_in_days=expires_in_days
+            session, state_of(app).settings, actor=actor, name=name, role=OrgRole(role), expires_in_days=expires_in_days
         )
         await session.commit()
         return api_key.id, key
 
 
 async def roles(app: FastAPI, org_id: uuid.UUID) -> dict[uuid.UUID, str]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         rows = await session.execute(select(Membership.user_id, Membership.role).where(Membership.org_id == org_id))
         return {user_id: role for user_id, role in rows}
 
@@ -86,7 +84,7 @@ async def owner_count(app: FastAPI, org_id: uuid.UUID) -> int:
 
 
 async def audit_actions(app: FastAPI, org_id: uuid.UUID) -> list[str]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         rows = await session.scalars(
             select(AuditEvent.action).where(AuditEvent.org_id == org_id).order_by(AuditEvent.created_at)
         )
@@ -94,7 +92,7 @@ async def audit_actions(app: FastAPI, org_id: uuid.UUID) -> list[str]:
 
 
 async def invitation_count(app: FastAPI, org_id: uuid.UUID) -> int:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         count = await session.scalar(select(func.count()).select_from(Invitation).where(Invitation.org_id == org_id))
         return int(count or 0)
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from app.audit.models import AuditEvent
 from app.core import security
 from app.orgs.models import ApiKey, Membership, OrgRole
+from app.state import state_of
 from app.users.models import User
 from tests.auth.mfa_helpers import enable_mfa
 from tests.conftest import AppFactory, client_for
@@ -49,20 +50,20 @@ async def create_key(client: httpx.AsyncClient, org_id: uuid.UUID, user: Person,
 
 
 async def key_row(app: FastAPI, key_id: uuid.UUID) -> ApiKey:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         row: ApiKey | None = await session.get(ApiKey, key_id)
         assert row is not None
         return row
 
 
 async def set_key(app: FastAPI, key_id: uuid.UUID, **values: Any) -> None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values))
         await session.commit()
 
 
 async def events(app: FastAPI, org_id: uuid.UUID) -> list[AuditEvent]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         rows = await session.scalars(
             select(AuditEvent).where(AuditEvent.org_id == org_id).order_by(AuditEvent.created_at, AuditEvent.id)
         )
@@ -342,7 +343,7 @@ class TestKeyAccessTable:
     async def test_malformed_and_unknown_keys_401(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         org_id, _, admin = await org_with_admin(app)
         _, key = await make_api_key(app, org_id, admin.id)
-        _, never_stored = security.new_api_key(app.state.settings)
+        _, never_stored = security.new_api_key(state_of(app).settings)
         for token in ("oak_", "oak_nothing", key[:-1] + ("A" if key[-1] != "A" else "B"), never_stored):
             response = await client.get(org_url(org_id), headers=bearer(token))
             assert (response.status_code, response.json()["code"]) == (401, "invalid_api_key"), token
@@ -351,7 +352,7 @@ class TestKeyAccessTable:
         """Knowing a key's prefix is nothing: the stored HMAC of the whole key must match."""
         org_id, _, admin = await org_with_admin(app)
         key_id, _ = await make_api_key(app, org_id, admin.id)
-        prefix, forged = security.new_api_key(app.state.settings)
+        prefix, forged = security.new_api_key(state_of(app).settings)
         await set_key(app, key_id, prefix=prefix)  # a well-formed key whose prefix exists, with another secret
         response = await client.get(org_url(org_id), headers=bearer(forged))
         assert (response.status_code, response.json()["code"]) == (401, "invalid_api_key")
@@ -389,7 +390,7 @@ class TestKeyDies:
         """The lookup joins the creator's current role: even a change made outside the service kills the key."""
         org_id, _, admin = await org_with_admin(app)
         _, key = await make_api_key(app, org_id, admin.id)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             await session.execute(
                 update(Membership)
                 .where(Membership.org_id == org_id, Membership.user_id == admin.id)
@@ -434,13 +435,13 @@ class TestKeyDies:
         assert (await client.delete(org_url(org_id), headers=owner.headers)).status_code == 204
         response = await client.get(org_url(org_id), headers=bearer(key))
         assert (response.status_code, response.json()["code"]) == (401, "invalid_api_key")
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.get(ApiKey, key_id) is None  # gone with its organization
 
     async def test_creator_deactivated(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         org_id, _, admin = await org_with_admin(app)
         _, key = await make_api_key(app, org_id, admin.id)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             await session.execute(update(User).where(User.id == admin.id).values(is_active=False))
             await session.commit()
         assert (await client.get(org_url(org_id), headers=bearer(key))).status_code == 401

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.orgs.models import Organization, OrgRole
+from app.state import state_of
 from tests import supabase_tokens
 from tests.auth.mfa_helpers import enable_mfa, login_aal2
 from tests.conftest import client_for
@@ -28,7 +29,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def set_require_mfa(app: FastAPI, org_id: uuid.UUID, value: bool = True) -> None:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         await session.execute(update(Organization).where(Organization.id == org_id).values(require_mfa=value))
         await session.commit()
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.orgs.models import Invitation, OrgRole
+from app.state import state_of
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import create_user, load_user, unique_email
 from tests.orgs.helpers import (
@@ -529,9 +530,9 @@ class TestTransferOwnership:
 
 
 def mailed_token(app: FastAPI, to: str) -> str:
-    message = [m for m in app.state.email_sender.outbox if m.to == to][-1]
+    message = [m for m in state_of(app).email_sender.outbox if m.to == to][-1]
     link = next(word for word in message.text.split() if "/accept-invitation?" in word)
-    assert link.startswith(f"{app.state.settings.FRONTEND_URL}/accept-invitation?token=")
+    assert link.startswith(f"{state_of(app).settings.FRONTEND_URL}/accept-invitation?token=")
     return str(parse_qs(urlparse(link).query)["token"][0])
 
 
@@ -550,9 +551,9 @@ class TestCreateInvitation:
         expires = datetime.fromisoformat(body["expires_at"])
         assert timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
         assert mailed_token(app, email) == body["token"]
-        message = [m for m in app.state.email_sender.outbox if m.to == email][-1]
+        message = [m for m in state_of(app).email_sender.outbox if m.to == email][-1]
         assert "Olga Owner" in message.text and "Acme Rockets" in message.text and "admin" in message.text
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             stored = await session.get(Invitation, uuid.UUID(body["id"]))
             assert stored is not None
             assert stored.token_hash == hashlib.sha256(body["token"].encode()).hexdigest() != body["token"]
@@ -602,7 +603,7 @@ class TestListInvitations:
         pending_id, _ = await make_invitation(app, org_id, owner.id, email=unique_email())
         revoked_id, _ = await make_invitation(app, org_id, owner.id, email=unique_email())
         expired_id, _ = await make_invitation(app, org_id, owner.id, email=unique_email())
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             now = datetime.now(UTC)
             await session.execute(update(Invitation).where(Invitation.id == revoked_id).values(revoked_at=now))
             await session.execute(
@@ -695,7 +696,7 @@ class TestAcceptInvitation:
         org_id = await make_org(app, owner)
         invitee = await create_user(app)
         invitation_id, token = await make_invitation(app, org_id, owner.id, email=invitee.email)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             await session.execute(
                 update(Invitation)
                 .where(Invitation.id == invitation_id)

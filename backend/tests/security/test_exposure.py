@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.integrations.email.sender import EmailSender
+from app.state import state_of
 from tests.conftest import AppFactory, client_for
 from tests.factories import create_user
 
@@ -48,7 +49,7 @@ class Run:
         return response
 
     def mailed_token(self, to: str, kind: str) -> str:
-        sender: EmailSender = self.app.state.email_sender
+        sender: EmailSender = state_of(self.app).email_sender
         mails = [mail for mail in sender.outbox if mail.to == to]
         match = re.search(rf"/{kind}\?token=([A-Za-z0-9_\-]+)", mails[-1].text)
         assert match, mails[-1].text
@@ -65,14 +66,14 @@ async def stored_hashes(app: FastAPI) -> set[str]:
         "SELECT token_hash FROM invitations",
     ]
     values: set[str] = set()
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         for sql in queries:
             values.update(str(row[0]) for row in await connection.execute(text(sql)))
     return values
 
 
 async def audit_rows(app: FastAPI) -> list[str]:
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         result = await connection.execute(text("SELECT * FROM audit_events"))
         return [" ".join(str(value) for value in row) for row in result]
 
@@ -163,7 +164,7 @@ class TestMainFlows:
             run = Run(app=app, client=client)
             await main_flows(run)
 
-        secret_key = app.state.settings.SECRET_KEY
+        secret_key = state_of(app).settings.SECRET_KEY
         hashes = await stored_hashes(app)
         assert len(hashes) >= 8 and run.refresh_tokens and run.one_time_tokens and len(run.passwords) == 4
 
@@ -202,7 +203,7 @@ class TestConsoleMail:
             async with client_for(app) as client:
                 response = await client.post(f"{API}/auth/password-reset/request", json={"email": user.email})
         assert response.status_code == 202
-        token = re.search(r"token=([A-Za-z0-9_\-]+)", app.state.email_sender.outbox[-1].text)
+        token = re.search(r"token=([A-Za-z0-9_\-]+)", state_of(app).email_sender.outbox[-1].text)
         assert token and token.group(1) in caplog.text  # a developer reads the link in the log
 
     async def test_no_token_logged_in_production(self, make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
@@ -212,7 +213,7 @@ class TestConsoleMail:
             async with client_for(app) as client:
                 response = await client.post(f"{API}/auth/password-reset/request", json={"email": user.email})
         assert response.status_code == 202
-        body = app.state.email_sender.outbox[-1].text
+        body = state_of(app).email_sender.outbox[-1].text
         token = re.search(r"token=([A-Za-z0-9_\-]+)", body)
         assert token is not None
         assert token.group(1) not in caplog.text

@@ -25,6 +25,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from app.state import state_of
 from app.users.service import SIGNUP_CREDITS_REASON
 from tests.conftest import PG_HOST, PG_PORT, AppFactory, client_for, requires_postgres
 from tests.core.uvicorn_server import free_port, uvicorn_server
@@ -41,12 +42,12 @@ API = "/api/v1"
 
 
 async def proxied_app(app: FastAPI, make_app: AppFactory, proxy: TcpProxy) -> FastAPI:
-    url = app.state.settings.DATABASE_URL.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
+    url = state_of(app).settings.DATABASE_URL.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
     return await make_app(DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT=2, DATABASE_POOL_TIMEOUT=2)
 
 
 async def rows(app: FastAPI, sql: str, **params: object) -> list[tuple[object, ...]]:
-    async with app.state.engine.connect() as connection:
+    async with state_of(app).engine.connect() as connection:
         return [tuple(row) for row in await connection.execute(text(sql), params)]
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from app.core import security
 from app.credits.schemas import MAX_AMOUNT
 from app.orgs.models import OrgRole
+from app.state import state_of
 from app.users.models import User
 from tests import factories
 from tests.conftest import TEST_SECRET_KEY
@@ -92,7 +93,7 @@ def _fill(path: str, values: dict[str, str]) -> str:
 
 
 async def _user_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
@@ -213,7 +214,7 @@ class TestMalformedBodies:
         assert response.status_code == 422, response.text
 
     async def test_oversized_body_413(self, client: httpx.AsyncClient, app: FastAPI) -> None:
-        size = app.state.settings.MAX_BODY_SIZE + 1
+        size = state_of(app).settings.MAX_BODY_SIZE + 1
         body = b'{"email":"' + b"a" * size + b'"}'
         response = await client.post(f"{API}/auth/register", content=body, headers={"content-type": "application/json"})
         assert_clean_error(response, 413)
@@ -303,7 +304,7 @@ class TestNumbers:
         )
         assert response.status_code == 422, response.text
         balance = await client.get(f"{API}/credits", headers=world.superuser.headers)
-        assert balance.json()["balance"] == app.state.settings.DEFAULT_CREDITS
+        assert balance.json()["balance"] == state_of(app).settings.DEFAULT_CREDITS
 
     @pytest.mark.parametrize("amount", [2**70, -(2**70), 0, MAX_AMOUNT + 1, -MAX_AMOUNT - 1, 2.5])
     async def test_admin_adjust_amount_422(
@@ -319,12 +320,12 @@ class TestNumbers:
     async def test_admin_adjust_below_zero_refused(self, client: httpx.AsyncClient, app: FastAPI, world: World) -> None:
         response = await client.post(
             f"{API}/admin/users/{world.member.id}/credits",
-            json={"amount": -(app.state.settings.DEFAULT_CREDITS + 1), "reason": "too much"},
+            json={"amount": -(state_of(app).settings.DEFAULT_CREDITS + 1), "reason": "too much"},
             headers=world.superuser.headers,
         )
         assert_clean_error(response, 402, 409)
         detail = await client.get(f"{API}/admin/users/{world.member.id}", headers=world.superuser.headers)
-        assert detail.json()["balance"] == app.state.settings.DEFAULT_CREDITS
+        assert detail.json()["balance"] == state_of(app).settings.DEFAULT_CREDITS
 
     @pytest.mark.parametrize(
         "params", [{"limit": 2**70}, {"offset": 2**70}, {"offset": -1}, {"limit": 0}, {"limit": "1e3"}]
@@ -492,7 +493,9 @@ class TestTokens:
     async def test_refresh_token_of_another_deployment(
         self, client: httpx.AsyncClient, app: FastAPI, world: World
     ) -> None:
-        other = app.state.settings.model_copy(update={"SECRET_KEY": "another-deployment-secret-key-0123456789abcdef"})
+        other = state_of(app).settings.model_copy(
+            update={"SECRET_KEY": "another-deployment-secret-key-0123456789abcdef"}
+        )
         parts = security.parse_refresh_token(world.member.refresh_token)
         assert parts is not None
         forged = security.derive_refresh_token(

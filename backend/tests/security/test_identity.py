@@ -24,6 +24,7 @@ from app.auth import service as auth_service
 from app.auth.models import AuthSession, EmailToken
 from app.core.db import utcnow
 from app.integrations.email.sender import EmailSender
+from app.state import state_of
 from app.users.models import User
 from tests import factories, supabase_tokens
 from tests.conftest import AppFactory, client_for, requires_postgres
@@ -66,7 +67,7 @@ def auth(pair: dict[str, Any]) -> dict[str, str]:
 
 def mailed_token(app: FastAPI, to: str, path: str) -> str:
     """The token of the last link to ``{FRONTEND_URL}/{path}`` mailed to ``to`` (console backend outbox)."""
-    sender: EmailSender = app.state.email_sender
+    sender: EmailSender = state_of(app).email_sender
     for mail in reversed(sender.outbox):
         match = re.search(rf"/{path}\?token=([A-Za-z0-9_\-%]+)", mail.text)
         if mail.to == to and match:
@@ -192,7 +193,7 @@ class TestPerEmailLimitsUseTheStoredForm:
                 response = await client.post(f"{API}/auth/password-reset/request", json={"email": spelling})
                 answers.append(response.status_code)
         assert answers == [202, 202, 429]
-        sender: EmailSender = application.state.email_sender
+        sender: EmailSender = state_of(application).email_sender
         assert len([mail for mail in sender.outbox if mail.to == victim.email]) == 2
 
 
@@ -254,7 +255,7 @@ class TestBlankPasswords:
 
 
 async def live_sessions(app: FastAPI, user_id: uuid.UUID) -> int:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         count = await session.scalar(
             select(func.count())
             .select_from(AuthSession)
@@ -318,9 +319,9 @@ class TestSessions:
         """The interleaving the parallel requests above rarely hit (password hashing spaces them out): the
         second login counts the sessions while the first one's is written but not committed."""
         application = await make_app(MAX_SESSIONS_PER_USER=1)
-        settings = application.state.settings
+        settings = state_of(application).settings
         user = await create_user(application, logged_in=False)
-        async with application.state.sessionmaker() as first, application.state.sessionmaker() as second:
+        async with state_of(application).sessionmaker() as first, state_of(application).sessionmaker() as second:
             await auth_service.start_session(
                 first, settings, user=await first.get_one(User, user.id), client=auth_service.ClientInfo()
             )
@@ -495,9 +496,9 @@ class TestEmailChange:
         new = unique_email("new")
         response = await request_change(client, user, new.upper())
         assert response.status_code == 202, response.text
-        sender: EmailSender = app.state.email_sender
+        sender: EmailSender = state_of(app).email_sender
         [confirmation] = [mail for mail in sender.outbox if mail.to == new]
-        assert f"{app.state.settings.FRONTEND_URL}/{NEW_ADDRESS_LINK}?token=" in confirmation.text
+        assert f"{state_of(app).settings.FRONTEND_URL}/{NEW_ADDRESS_LINK}?token=" in confirmation.text
         [notice] = [mail for mail in sender.outbox if mail.to == user.email]
         assert "token=" not in notice.text and "http" not in notice.text and new in notice.text
         me = await client.get(f"{API}/users/me", headers=user.headers)
@@ -532,7 +533,7 @@ class TestEmailChange:
         user = await create_user(app)
         response = await request_change(client, user, unique_email("new"), "Not-The-Password-1")
         assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
-        sender: EmailSender = app.state.email_sender
+        sender: EmailSender = state_of(app).email_sender
         assert not [mail for mail in sender.outbox if mail.to == user.email]
         assert (await client.get(f"{API}/users/me", headers=user.headers)).status_code == 200  # the token is fine
 
@@ -583,7 +584,7 @@ class TestEmailChange:
         user = await create_user(app)
         new = unique_email("new")
         await request_change(client, user, new)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             row = await session.scalar(select(EmailToken).where(EmailToken.user_id == user.id))
             assert row is not None and timedelta(minutes=59) < row.expires_at - row.created_at <= timedelta(hours=1)
             await session.execute(
@@ -636,7 +637,7 @@ class TestEmailChange:
         assert (
             await client.post(f"{API}/auth/password-reset/request", json={"email": attacker_mailbox})
         ).status_code == 202
-        sender: EmailSender = app.state.email_sender
+        sender: EmailSender = state_of(app).email_sender
         assert not [mail for mail in sender.outbox if mail.to == attacker_mailbox]
         assert (await load_user(app, victim.id)).email == victim.email  # type: ignore[union-attr]
 
@@ -648,7 +649,7 @@ class TestEmailChange:
         token = mailed_token(app, new, NEW_ADDRESS_LINK)
         answers = await asyncio.gather(*(confirm_change(client, token) for _ in range(8)))
         assert sorted(response.status_code for response in answers) == [200] + [400] * 7
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             events = await session.scalar(
                 select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "user.email_changed")
             )
@@ -660,7 +661,7 @@ class TestEmailChange:
         users = [await create_user(app) for _ in range(2)]
         for user in users:
             assert (await request_change(client, user, new)).status_code == 202
-        sender: EmailSender = app.state.email_sender
+        sender: EmailSender = state_of(app).email_sender
         found = [re.search(r"token=([A-Za-z0-9_\-%]+)", mail.text) for mail in sender.outbox if mail.to == new]
         links = [match.group(1) for match in found if match]
         answers = await asyncio.gather(*(confirm_change(client, token) for token in links))

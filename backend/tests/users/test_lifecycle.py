@@ -23,6 +23,7 @@ from app.orgs import service as org_service
 from app.orgs.exceptions import SoleOwnerError
 from app.orgs.models import ApiKey, Invitation, Membership, Organization, OrgRole
 from app.orgs.policy import Actor
+from app.state import state_of
 from app.users import lifecycle
 from app.users.models import DeletedSupabaseIdentity, Profile, User
 from app.users.schemas import AccountExport
@@ -43,7 +44,7 @@ ORGS = "/api/v1/organizations"
 
 
 async def count(app: FastAPI, model: Any, *where: Any) -> int:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
@@ -61,7 +62,7 @@ async def delete_me(client: httpx.AsyncClient, user: AUser, password: str | None
 
 
 async def events(app: FastAPI, *where: Any) -> list[AuditEvent]:
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         return list(await session.scalars(select(AuditEvent).where(*where).order_by(AuditEvent.created_at)))
 
 
@@ -105,7 +106,7 @@ class TestExport:
     async def test_no_secret_hash_or_token(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app)
         secret, codes = await enable_mfa(client, app, user)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             row = await session.get(User, user.id)
             assert row is not None and row.hashed_password is not None
             auth_session = await session.get(AuthSession, user.session_id)
@@ -129,13 +130,13 @@ class TestExport:
         """Rows sharing a created_at are neither lost nor repeated across pages."""
         user = await create_user(app, profile=False)
         same = utcnow() - timedelta(days=1)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             session.add_all(
                 CreditTransaction(user_id=user.id, amount=i, balance_after=i, reason="tie", created_at=same)
                 for i in range(7)
             )
             await session.commit()
-        chunks = [chunk async for chunk in lifecycle.export_document(app.state.engine, user.id, batch=2)]
+        chunks = [chunk async for chunk in lifecycle.export_document(state_of(app).engine, user.id, batch=2)]
         assert len(chunks) > 8  # the ledger came in pages of two
         document = AccountExport.model_validate_json(b"".join(chunks))
         assert sorted(entry.amount for entry in document.credit_ledger) == list(range(7))
@@ -173,11 +174,11 @@ class TestExport:
 
 async def auth_service_token(app: FastAPI, user: AUser) -> str:
     """A pending email-change token of the user (only its hash is stored; it must not be exported)."""
-    async with app.state.sessionmaker() as session:
+    async with state_of(app).sessionmaker() as session:
         row = await session.get(User, user.id)
         assert row is not None
         token = await auth_service.create_email_token(
-            session, app.state.settings, user=row, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=unique_email()
+            session, state_of(app).settings, user=row, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=unique_email()
         )
         await session.commit()
         return token
@@ -202,7 +203,7 @@ class TestDeleteMe:
         )
         assert key.status_code == 201, key.text
         await spend(client, user, 2)
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             session.add(MfaChallenge(user_id=user.id, expires_at=utcnow() + timedelta(minutes=5)))
             await session.commit()
 
@@ -418,9 +419,9 @@ class TestDeleteMeSupabase:
 async def _delete_while_held(app: FastAPI, user_id: uuid.UUID, change: Any) -> tuple[bool, BaseException | None]:
     """Run ``change(session)`` in one transaction and, before it commits, ``delete_account`` in another: was the
     deletion held back until the change committed, and what did it raise?"""
-    async with app.state.sessionmaker() as first:
+    async with state_of(app).sessionmaker() as first:
         await change(first)
-        async with app.state.sessionmaker() as second:
+        async with state_of(app).sessionmaker() as second:
 
             async def delete() -> None:
                 await lifecycle.delete_account(second, user_id=user_id, actor_id=user_id)
@@ -485,7 +486,7 @@ class TestDeleteMeRaces:
         """A request of the user that was already past authentication when the deletion locked the user's row:
         its insert waits for the deletion, then finds the user gone: 401, not a 500, and nothing written."""
         user = await create_user(app, profile=False)
-        async with app.state.sessionmaker() as deleting:
+        async with state_of(app).sessionmaker() as deleting:
             await lifecycle.delete_account(deleting, user_id=user.id, actor_id=user.id)
             task = asyncio.create_task(client.request(method, path, json=body, headers=user.headers))
             await asyncio.sleep(0.5)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.credits.models import CreditTransaction
+from app.state import state_of
 from app.users.models import Profile
 from tests import supabase_tokens
 from tests.conftest import client_for, requires_postgres
@@ -27,13 +28,13 @@ PROFILE_FIELDS = {"id", "full_name", "avatar_url", "credits", "created_at", "upd
 
 
 async def ledger(application: FastAPI, user_id: uuid.UUID) -> list[CreditTransaction]:
-    async with application.state.sessionmaker() as session:
+    async with state_of(application).sessionmaker() as session:
         rows = await session.scalars(select(CreditTransaction).where(CreditTransaction.user_id == user_id))
         return list(rows)
 
 
 async def profile_count(application: FastAPI, user_id: uuid.UUID) -> int:
-    async with application.state.sessionmaker() as session:
+    async with state_of(application).sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(Profile).where(Profile.id == user_id)) or 0)
 
 
