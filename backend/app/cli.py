@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -51,13 +50,8 @@ async def cleanup(
 def serve() -> None:
     import uvicorn
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        proxy_headers=False,
-    )
+    settings = load_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=settings.HOST, port=settings.PORT, proxy_headers=False)
 
 
 def _ask_password(email: str) -> str:

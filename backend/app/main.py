@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.admin.bootstrap import bootstrap_first_superuser
 from app.admin.search import EmailSample
 from app.api import API_ROUTERS
+from app.auth.cookies import cross_site_origins
 from app.auth.supabase import create_jwks_client
 from app.auth.tokens import TokenCache
 from app.core.body_limit import BodyLimitMiddleware
@@ -59,6 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         driver = await Driver.create(engine, settings)  # the asyncpg pool of app/core/data.py (PostgreSQL)
         state.database = Database(engine=engine, sessionmaker=create_sessionmaker(engine), data=Data(engine, driver))
         state.jwks = create_jwks_client(settings)  # Supabase signing keys: fetched on first use, cached
+        if foreign := cross_site_origins(settings):
+            logger.warning(
+                "AUTH_REFRESH_COOKIE is on, but these BACKEND_CORS_ORIGINS are on another site than this API "
+                "(HOST=%s): %s. A browser page there signs in, but never sends the SameSite=Strict refresh cookie "
+                "back: its refreshes answer 401. Serve the page and the API from one site (docs/AUTH.md).",
+                settings.HOST,
+                ", ".join(foreign),
+            )
         try:
             await bootstrap_first_superuser(state.sessionmaker, settings)  # logs and raises on failure
             if settings.GC_TUNING:

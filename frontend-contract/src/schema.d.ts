@@ -467,8 +467,14 @@ export interface paths {
         put?: never;
         /**
          * Token
-         * @description The OAuth2 password flow (form fields ``username`` and ``password``), for Swagger UI's Authorize.
-         *     With MFA on it answers like login: the MFA challenge, no tokens.
+         * @description The OAuth2 token endpoint (RFC 6749), for Swagger UI's Authorize button and generic OAuth2 clients.
+         *
+         *     ``grant_type=password`` (``username`` = the email, ``password``) answers like ``POST /auth/login``, the MFA
+         *     challenge included; ``grant_type=refresh_token`` (``refresh_token``) like ``POST /auth/refresh``. Errors
+         *     carry ``error`` and ``error_description`` beside ``detail`` and ``code``: 400 ``invalid_grant`` (the code says
+         *     why: ``invalid_credentials``, ``inactive_user``, ``refresh_token_reused``, ...), ``invalid_request`` (a
+         *     missing parameter), ``unsupported_grant_type``; 401 ``invalid_client`` for a client secret (every client is
+         *     public: send a ``client_id`` or nothing).
          */
         post: operations["auth-token"];
         delete?: never;
@@ -2489,8 +2495,33 @@ export interface components {
             detail: string;
         };
         /**
+         * AuthToken400Error
+         * @description Bad Request (400).
+         */
+        AuthToken400Error: {
+            /**
+             * Code
+             * @description Machine-readable reason: branch on this.
+             * @enum {string}
+             */
+            code: "inactive_user" | "invalid_credentials" | "invalid_refresh_token" | "invalid_request" | "refresh_token_expired" | "refresh_token_reused" | "session_revoked" | "unsupported_grant_type";
+            /**
+             * Detail
+             * @description Human-readable; do not match on it.
+             */
+            detail: string;
+            /**
+             * Error
+             * @description The RFC 6749 error code.
+             * @enum {string}
+             */
+            error: "invalid_grant" | "invalid_request" | "unsupported_grant_type";
+            /** Error Description */
+            error_description: string;
+        };
+        /**
          * AuthToken401Error
-         * @description Unauthorized (401).
+         * @description Client authentication failed: this API has no confidential clients (send no secret).
          */
         AuthToken401Error: {
             /**
@@ -2498,12 +2529,20 @@ export interface components {
              * @description Machine-readable reason: branch on this.
              * @enum {string}
              */
-            code: "inactive_user" | "invalid_credentials";
+            code: "invalid_client";
             /**
              * Detail
              * @description Human-readable; do not match on it.
              */
             detail: string;
+            /**
+             * Error
+             * @description The RFC 6749 error code.
+             * @enum {string}
+             */
+            error: "invalid_client";
+            /** Error Description */
+            error_description: string;
         };
         /**
          * AuthVerifyEmailRequest401Error
@@ -2558,27 +2597,38 @@ export interface components {
         };
         /** Body_auth-token */
         "Body_auth-token": {
-            /** Client Id */
+            /**
+             * Client Id
+             * @description Any: every client is public
+             */
             client_id?: string | null;
             /**
              * Client Secret
              * Format: password
              */
             client_secret?: string | null;
-            /** Grant Type */
+            /**
+             * Grant Type
+             * @description `password` or `refresh_token`
+             */
             grant_type?: string | null;
             /**
              * Password
              * Format: password
              */
-            password: string;
+            password?: string | null;
             /**
-             * Scope
-             * @default
+             * Refresh Token
+             * @description refresh_token grant: the refresh token
              */
-            scope: string;
-            /** Username */
-            username: string;
+            refresh_token?: string | null;
+            /** Scope */
+            scope?: string | null;
+            /**
+             * Username
+             * @description password grant: the email
+             */
+            username?: string | null;
         };
         /**
          * CreditAdjust
@@ -2875,7 +2925,7 @@ export interface components {
          * @description Every `code` an error answer of this API can carry; each operation lists its own.
          * @enum {string}
          */
-        ErrorCode: "account_deleted" | "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "api_key_not_allowed" | "api_key_not_found" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_api_key" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "reauthentication_required" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_media_type" | "user_not_found" | "validation_error";
+        ErrorCode: "account_deleted" | "account_exists" | "already_member" | "already_owner" | "anonymous_user" | "api_key_not_allowed" | "api_key_not_found" | "bad_request" | "balance_limit_exceeded" | "csrf_failed" | "database_unavailable" | "email_taken" | "forbidden" | "idempotency_key_reused" | "inactive_user" | "insufficient_credits" | "insufficient_role" | "internal_error" | "invalid_api_key" | "invalid_client" | "invalid_code" | "invalid_credentials" | "invalid_json" | "invalid_password" | "invalid_refresh_token" | "invalid_request" | "invalid_token" | "invitation_email_mismatch" | "invitation_not_found" | "jwks_unavailable" | "last_owner" | "last_superuser" | "managed_by_supabase" | "member_not_found" | "method_not_allowed" | "mfa_already_enabled" | "mfa_not_enabled" | "mfa_not_enrolled" | "mfa_required" | "mfa_token_invalid" | "not_authenticated" | "not_found" | "not_own_session" | "org_not_found" | "payload_too_large" | "profile_not_found" | "rate_limited" | "reauthentication_required" | "refresh_token_expired" | "refresh_token_reused" | "session_not_found" | "session_revoked" | "slug_taken" | "sole_owner" | "token_expired" | "unsupported_grant_type" | "unsupported_media_type" | "user_not_found" | "validation_error";
         /**
          * ErrorRead
          * @description Every error answer except 422 (which keeps FastAPI's validation shape).
@@ -7966,7 +8016,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/x-www-form-urlencoded": components["schemas"]["Body_auth-token"];
             };
@@ -7983,7 +8033,16 @@ export interface operations {
                     "application/json": components["schemas"]["TokenPair"] | components["schemas"]["MfaChallengeRead"];
                 };
             };
-            /** @description Unauthorized. `code`: `inactive_user`, `invalid_credentials` */
+            /** @description Bad Request. `code`: `inactive_user`, `invalid_credentials`, `invalid_refresh_token`, `invalid_request`, `refresh_token_expired`, `refresh_token_reused`, `session_revoked`, `unsupported_grant_type` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthToken400Error"];
+                };
+            };
+            /** @description Unauthorized. `code`: `invalid_client` */
             401: {
                 headers: {
                     "WWW-Authenticate": components["headers"]["WWW-Authenticate"];

@@ -12,6 +12,11 @@ double-submit CSRF token.
   A refresh token in the body needs no CSRF token: a cross-site page cannot know it.
 
 With the setting off, nothing here runs: no Set-Cookie, and cookies sent by a client are ignored.
+
+The pitfall: ``SameSite=Strict`` cookies go only to the *site* they came from (scheme aside, the registrable
+domain: ``app.example.com`` and ``api.example.com`` are one site; ``localhost`` and ``127.0.0.1`` are two). A page
+on another site than the API signs in fine, then its refresh arrives without the cookie. ``cross_site_origins``
+names such CORS origins (the app warns at start-up), and the refresh answer's detail names the likely cause.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import uuid
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
@@ -123,3 +130,47 @@ def refresh_token_from(request: Request, settings: Settings, body_token: str | N
         return None
     check_csrf(request, settings, cookie)
     return cookie
+
+
+MISSING_REFRESH_TOKEN = "A refresh token is required."
+MISSING_REFRESH_COOKIE = (
+    "A refresh token is required, and no refresh_token cookie came with this request. The cookie is "
+    "SameSite=Strict: a browser sends it only when the page is on the same site as the API (localhost and "
+    "127.0.0.1 are different sites) and the request is sent with credentials (fetch: credentials: 'include'); "
+    "in production it is Secure (HTTPS only). Sign in again from a page on the API's site."
+)
+
+
+def missing_refresh_token_detail(settings: Settings) -> str:
+    """The detail of a refresh (or logout) that presents no refresh token: in cookie mode, the likely cause."""
+    return MISSING_REFRESH_COOKIE if settings.AUTH_REFRESH_COOKIE else MISSING_REFRESH_TOKEN
+
+
+def site_of(host: str) -> str | None:
+    """The site of a host for SameSite: an IP address or a single-label name (``localhost``) is its own site; a
+    domain name's site is its last two labels (``app.example.com`` -> ``example.com``). An approximation of the
+    registrable domain without the public-suffix list: ``a.example.co.uk`` and ``b.other.co.uk`` look alike to
+    it, so it may miss a mismatch there, never invent one between hosts that share their last two labels."""
+    host = host.strip().lower().rstrip(".").strip("[]")
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.split(".")
+        return ".".join(labels[-2:]) if len(labels) > 1 else host
+    return None if address.is_unspecified else str(address)  # 0.0.0.0 / :: serve every interface: no site
+
+
+def cross_site_origins(settings: Settings) -> list[str]:
+    """The CORS origins whose pages cannot use cookie mode with this API: another site than ``HOST``'s."""
+    if not settings.AUTH_REFRESH_COOKIE:
+        return []
+    own = site_of(settings.HOST)
+    if own is None:
+        return []
+    return [
+        origin
+        for origin in settings.BACKEND_CORS_ORIGINS
+        if "*" not in origin and site_of(urlsplit(origin).hostname or "") not in (own, None)
+    ]

@@ -1,9 +1,11 @@
 from app.core.errors import (
+    AppError,
     BadRequest,
     Conflict,
     FieldError,
     Forbidden,
     NotFound,
+    OAuth2Error,
     ServiceUnavailable,
     Unauthenticated,
 )
@@ -138,3 +140,46 @@ class InvalidApiKeyError(Unauthenticated):
 
 class ApiKeyNotAllowedError(Forbidden):
     code, detail = "api_key_not_allowed", "Organization API keys cannot be used for this."
+
+
+# --- the token endpoint (RFC 6749): errors OAuth2 clients understand ----------------------------------------
+
+
+class TokenRequestInvalidError(OAuth2Error, BadRequest):
+    error = "invalid_request"
+    code, detail = "invalid_request", "The token request is missing a parameter or repeats one."
+
+
+class UnsupportedGrantTypeError(OAuth2Error, BadRequest):
+    error = "unsupported_grant_type"
+    code, detail = "unsupported_grant_type", "grant_type must be password or refresh_token."
+
+
+class InvalidClientError(OAuth2Error, Unauthenticated):
+    """A client that authenticates (a client secret): this API has no confidential clients to know it by."""
+
+    error = "invalid_client"
+    code, detail = (
+        "invalid_client",
+        "Client authentication failed: this API has no confidential clients (send no secret).",
+    )
+    headers = {"WWW-Authenticate": 'Basic realm="token"'}
+
+
+class InvalidGrantError(OAuth2Error, BadRequest):
+    """A refused grant (wrong password, spent refresh token, ...): ``invalid_grant``, with the precise ``code`` of
+    the refusal (``invalid_credentials``, ``refresh_token_reused``, ...); one subclass per refusal."""
+
+    error = "invalid_grant"
+
+
+_INVALID_GRANTS: dict[type[AppError], type[InvalidGrantError]] = {}
+
+
+def invalid_grant(refusal: type[AppError]) -> type[InvalidGrantError]:
+    """The ``invalid_grant`` error of a refusal (an error the login or refresh raises), keeping its code and detail;
+    one class per refusal, so that the OpenAPI document lists each code."""
+    if refusal not in _INVALID_GRANTS:
+        name = f"InvalidGrant_{refusal.__name__}"
+        _INVALID_GRANTS[refusal] = type(name, (InvalidGrantError,), {"code": refusal.code, "detail": refusal.detail})
+    return _INVALID_GRANTS[refusal]

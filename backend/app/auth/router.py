@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Request, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, BackgroundTasks, Body, Form, Request, Response, status
 from pydantic import ValidationError
 
 from app.auth import cookies, mail, mfa
@@ -16,10 +16,14 @@ from app.auth.dependencies import (
     OwnPrincipal,
 )
 from app.auth.exceptions import (
+    InvalidClientError,
     InvalidCredentialsError,
     InvalidRefreshTokenError,
     NotAuthenticatedError,
     NotOwnSessionError,
+    TokenRequestInvalidError,
+    UnsupportedGrantTypeError,
+    invalid_grant,
 )
 from app.auth.models import EmailTokenPurpose, RevokeReason
 from app.auth.schemas import (
@@ -45,6 +49,8 @@ from app.auth.schemas import (
 )
 from app.core.context import RequestContext, RequestContextDep
 from app.core.db import SessionDep
+from app.core.errors import Unauthenticated
+from app.core.raises import errors_of, raises
 from app.core.schemas import ACCEPTED, Accepted, Page, PageDep
 from app.core.settings import Settings, SettingsDep
 from app.users.schemas import UserRead
@@ -113,21 +119,78 @@ async def login(
     return _login_answer(answer, response, settings)
 
 
+# Every refusal of either grant (401s of the login and the refresh) answers 400 invalid_grant with its own code.
+GRANT_REFUSALS = tuple(
+    sorted(
+        (e for e in errors_of(auth_service.login) | errors_of(auth_service.refresh) if issubclass(e, Unauthenticated)),
+        key=lambda e: e.__name__,
+    )
+)
+TokenField = Annotated[str | None, Form()]
+
+
+def _basic_secret(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[2]
+    except (ValueError, UnicodeDecodeError):
+        return "?"  # an unreadable Basic header is a failed client authentication too
+
+
 @router.post("/token", operation_id="auth-token")
+@raises(*(invalid_grant(refusal) for refusal in GRANT_REFUSALS))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     ctx: RequestContextDep,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
+    grant_type: Annotated[str | None, Form(description="`password` or `refresh_token`")] = None,
+    username: Annotated[str | None, Form(description="password grant: the email")] = None,
+    password: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+    refresh_token: Annotated[str | None, Form(description="refresh_token grant: the refresh token")] = None,
+    scope: TokenField = None,
+    client_id: Annotated[str | None, Form(description="Any: every client is public")] = None,
+    client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
 ) -> LoginAnswer:
-    """The OAuth2 password flow (form fields ``username`` and ``password``), for Swagger UI's Authorize.
-    With MFA on it answers like login: the MFA challenge, no tokens."""
+    """The OAuth2 token endpoint (RFC 6749), for Swagger UI's Authorize button and generic OAuth2 clients.
+
+    ``grant_type=password`` (``username`` = the email, ``password``) answers like ``POST /auth/login``, the MFA
+    challenge included; ``grant_type=refresh_token`` (``refresh_token``) like ``POST /auth/refresh``. Errors
+    carry ``error`` and ``error_description`` beside ``detail`` and ``code``: 400 ``invalid_grant`` (the code says
+    why: ``invalid_credentials``, ``inactive_user``, ``refresh_token_reused``, ...), ``invalid_request`` (a
+    missing parameter), ``unsupported_grant_type``; 401 ``invalid_client`` for a client secret (every client is
+    public: send a ``client_id`` or nothing)."""
+    del scope, client_id  # no scopes; any client id (public clients)
+    if client_secret or _basic_secret(request):
+        raise InvalidClientError()
+    if grant_type is None:
+        raise TokenRequestInvalidError("grant_type is required (password or refresh_token).")
+    if grant_type == "password":
+        if not username or password is None:
+            raise TokenRequestInvalidError("The password grant needs username and password.")
+    elif grant_type == "refresh_token":
+        if not refresh_token:
+            raise TokenRequestInvalidError("The refresh_token grant needs refresh_token.")
+    else:
+        raise UnsupportedGrantTypeError()
+    response.headers["Pragma"] = "no-cache"
     try:
-        body = LoginRequest(email=form.username, password=form.password)
-    except ValidationError as exc:
-        raise InvalidCredentialsError() from exc
-    answer = await auth_service.login(session, settings, email=body.email, password=body.password, client=_client(ctx))
+        if grant_type == "refresh_token":
+            assert refresh_token is not None
+            tokens = await auth_service.refresh(session, settings, token=refresh_token, client=_client(ctx))
+            return _pair(tokens, response, settings)
+        try:
+            body = LoginRequest(email=username, password=password)
+        except ValidationError as exc:
+            raise InvalidCredentialsError() from exc
+        answer = await auth_service.login(
+            session, settings, email=body.email, password=body.password, client=_client(ctx)
+        )
+    except Unauthenticated as refusal:
+        raise invalid_grant(type(refusal))(refusal.detail) from refusal
     return _login_answer(answer, response, settings)
 
 
@@ -145,7 +208,7 @@ async def refresh(
     cookie is used, with an ``X-CSRF-Token`` header equal to the ``csrf_token`` cookie (403 ``csrf_failed``)."""
     token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
     if not token:
-        raise InvalidRefreshTokenError("A refresh token is required.")
+        raise InvalidRefreshTokenError(cookies.missing_refresh_token_detail(settings))
     tokens = await auth_service.refresh(session, settings, token=token, client=_client(ctx))
     return _pair(tokens, response, settings)
 

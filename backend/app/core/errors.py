@@ -79,12 +79,12 @@ class FieldError(Unprocessable):
         return {"detail": [{"type": self.error_type, "loc": self.loc, "msg": self.detail}], "code": self.code}
 
 
-class OAuth2Error(BadRequest):
+class OAuth2Error(AppError):
     """An RFC 6749 (section 5.2) error of the token endpoint: ``error`` and ``error_description`` for OAuth2
-    clients, beside this API's ``detail`` and ``code``."""
+    clients, beside this API's ``detail`` and ``code``. Combined with a category (400 ``BadRequest``, 401
+    ``Unauthenticated`` for client authentication), which gives the status."""
 
     error = "invalid_request"
-    code, detail = "invalid_request", "The token request is missing a parameter or is malformed."
 
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "error_description": self.detail, **super().body()}

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     VERSION: str = "0.1.0"
     API_V1_PREFIX: str = "/api/v1"
     ENVIRONMENT: Environment = Environment.DEVELOPMENT
+    # Where `python -m app` (make run) serves; also the API's own host when cookie mode checks the CORS origins'
+    # sites (app/auth/cookies.py). 0.0.0.0 / :: (every interface, e.g. behind a proxy) names no site.
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8000, ge=1, le=65535)
 
     DATABASE_URL: str = DEFAULT_SQLITE_URL
     DATABASE_POOL_SIZE: int = Field(default=10, ge=1)

@@ -99,7 +99,9 @@ class TestCookieModeOff:
         assert "set-cookie" not in response.headers
         assert "x-csrf-token" not in response.headers
         user = await create_user(app, logged_in=False)
-        token = await client.post(f"{AUTH}/token", data={"username": user.email, "password": DEFAULT_PASSWORD})
+        token = await client.post(
+            f"{AUTH}/token", data={"grant_type": "password", "username": user.email, "password": DEFAULT_PASSWORD}
+        )
         assert token.status_code == 200
         assert "set-cookie" not in token.headers
         refreshed = await client.post(f"{AUTH}/refresh", json={"refresh_token": body["refresh_token"]})
@@ -144,7 +146,9 @@ class TestLoginCookies:
 
     async def test_token_form_sets_cookies(self, browser: httpx.AsyncClient, cookie_app: FastAPI) -> None:
         user = await create_user(cookie_app, logged_in=False)
-        response = await browser.post(f"{AUTH}/token", data={"username": user.email, "password": DEFAULT_PASSWORD})
+        response = await browser.post(
+            f"{AUTH}/token", data={"grant_type": "password", "username": user.email, "password": DEFAULT_PASSWORD}
+        )
         assert response.status_code == 200
         assert set(set_cookies(response)) == {"refresh_token", "csrf_token"}
 

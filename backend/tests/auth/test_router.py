@@ -150,11 +150,13 @@ class TestLogin:
 
     async def test_oauth2_token_form(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         user = await create_user(app, logged_in=False)
-        response = await client.post("/api/v1/auth/token", data={"username": user.email, "password": DEFAULT_PASSWORD})
+        form = {"grant_type": "password", "username": user.email, "password": DEFAULT_PASSWORD}
+        response = await client.post("/api/v1/auth/token", data=form)
         assert response.status_code == 200, response.text
         assert response.json()["access_token"]
-        bad = await client.post("/api/v1/auth/token", data={"username": user.email, "password": "nope-nope-1"})
-        assert bad.status_code == 401
+        bad = await client.post("/api/v1/auth/token", data={**form, "password": "nope-nope-1"})
+        assert bad.status_code == 400
+        assert bad.json()["error"] == "invalid_grant"
 
 
 class TestRefresh:

@@ -244,3 +244,16 @@ class TestRaisesAnalysis:
 
     def test_declared_errors_and_functions(self) -> None:
         assert errors_of(_declared) == {InvalidCredentialsError, _Missing}
+
+
+def test_token_endpoint_documents_rfc6749_errors(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    responses = document["paths"][f"{API}/auth/token"]["post"]["responses"]
+    bad = schemas[responses["400"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert bad["required"] == ["error", "error_description", "detail", "code"]
+    assert bad["properties"]["error"]["enum"] == ["invalid_grant", "invalid_request", "unsupported_grant_type"]
+    assert {"invalid_credentials", "inactive_user", "refresh_token_reused"} <= set(bad["properties"]["code"]["enum"])
+    client = schemas[responses["401"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert client["properties"]["error"]["enum"] == ["invalid_client"]
+    form = document["paths"][f"{API}/auth/token"]["post"]["requestBody"]["content"]
+    assert "application/x-www-form-urlencoded" in form

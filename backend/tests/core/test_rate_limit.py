@@ -82,9 +82,13 @@ class TestLogin:
         email = unique_email()
         async with client_for(app) as client:
             assert (await post_login(client, email)).status_code == 401
-            form = {"username": email.upper(), "password": "wrong-password-1"}
-            assert (await client.post(f"{API}/auth/token", data=form)).status_code == 401
-            multipart = {"username": (None, email), "password": (None, "wrong-password-1")}
+            form = {"grant_type": "password", "username": email.upper(), "password": "wrong-password-1"}
+            assert (await client.post(f"{API}/auth/token", data=form)).status_code == 400  # invalid_grant
+            multipart = {
+                "grant_type": (None, "password"),
+                "username": (None, email),
+                "password": (None, "wrong-password-1"),
+            }
             assert_rate_limited(await client.post(f"{API}/auth/token", files=multipart))
 
     async def test_blocked_ip_creates_no_email_counters(self, make_app: AppFactory) -> None:

@@ -102,12 +102,11 @@ def _threadpool_dependencies(dependant: Dependant) -> set[str]:
 
 def test_no_dependency_takes_a_trip_through_the_threadpool(app: FastAPI) -> None:
     """A plain ``def`` dependency runs in a worker thread: two hand-offs per request for a function that never
-    blocks. Only the OAuth2 form of POST /auth/token (FastAPI's own class) is left."""
+    blocks."""
     found = {
         (route.path, name)
         for route in app.router.routes
         if isinstance(route, APIRoute)
         for name in _threadpool_dependencies(route.dependant)
     }
-    prefix = state_of(app).settings.API_V1_PREFIX
-    assert found == {(f"{prefix}/auth/token", "OAuth2PasswordRequestForm")}
+    assert found == set()

@@ -107,7 +107,7 @@ async def main_flows(run: Run) -> None:
     ).status_code == 202
     reset = {"token": run.mailed_token(email, "reset-password"), "new_password": third}
     assert (await run.call("POST", "/auth/password-reset/confirm", json=reset)).status_code == 204
-    form = {"username": email, "password": third}
+    form = {"grant_type": "password", "username": email, "password": third}
     token_login = await run.call("POST", "/auth/token", data=form)
     assert token_login.status_code == 200
     headers = {"Authorization": f"Bearer {token_login.json()['access_token']}"}
