@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,51 +19,16 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import BACKEND_DIR
+from tests.contract.conftest import FRONTEND_DIR, NPM_TIMEOUT, require_tool, run_command
 from tests.core.uvicorn_server import uvicorn_server
 
-FRONTEND_DIR = BACKEND_DIR.parent / "frontend-contract"
 SUPABASE_JWT_SECRET = "frontend-flows-supabase-secret-0123456789abcdef"
 SUPABASE_URL = "http://127.0.0.1:9/"  # never contacted: HS256 tokens need no JWKS; it fixes the issuer
-NPM_TIMEOUT = 600
 NODE_TEST_TIMEOUT = 300
 
 
-def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} NOT FOUND: the frontend contract flows (Node 20 + npm) cannot run"
-        if os.environ.get("CI"):
-            pytest.fail(message + " and CI requires them")
-        pytest.skip(message)
-    return path
-
-
-def _run(command: list[str], *, cwd: Path, timeout: int, hint: str = "") -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` failed ({result.returncode}){hint}:\n{result.stdout}\n{result.stderr}")
-
-
-@pytest.fixture(scope="module")
-def npm() -> str:
-    """npm, with frontend-contract/ installed (`npm ci` when node_modules is missing)."""
-    _require("node")
-    npm = _require("npm")
-    if not (FRONTEND_DIR / "node_modules").is_dir():
-        _run([npm, "ci", "--no-audit", "--no-fund"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
-    return npm
-
-
-@pytest.fixture(scope="module")
-def built_client(npm: str) -> Path:
-    """frontend-contract/ compiled to dist/ (tsc: this is also the type check of client, flows and test)."""
-    _run([npm, "run", "--silent", "build"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
-    return FRONTEND_DIR / "dist" / "test"
-
-
 def test_generated_types_match_openapi_json(npm: str) -> None:
-    _run(
+    run_command(
         [npm, "run", "--silent", "check-generated"],
         cwd=FRONTEND_DIR,
         timeout=NPM_TIMEOUT,
@@ -97,7 +61,7 @@ def test_client_flows_against_the_running_api(built_client: Path, api_url: str) 
         "NO_COLOR": "1",
     }
     result = subprocess.run(
-        [_require("node"), "--test", "--test-reporter=spec", str(built_client) + os.sep],
+        [require_tool("node"), "--test", "--test-reporter=spec", str(built_client) + os.sep],
         cwd=FRONTEND_DIR,
         env=env,
         capture_output=True,

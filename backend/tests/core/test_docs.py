@@ -232,7 +232,7 @@ class TestRenderedInChromium:
         self, sqlite_database: str, tmp_path: Path, csp_mode: str, page: str
     ) -> None:
         """Whatever the CSP allows (nothing is blocked with CSP_MODE=disabled), the page asks no other origin
-        for anything: every request but the app's own goes to a recording proxy."""
+        for anything (every request but the app's own goes to a recording proxy), and violates no CSP."""
         browser = chromium()
         if browser is None:
             if os.environ.get("CI"):
@@ -247,3 +247,7 @@ class TestRenderedInChromium:
             assert result.stdout.count('class="opblock ') >= 10
         foreign = sorted({host for host in map(host_of, proxy.hosts) if not BROWSER_SERVICES.search(host)})
         assert foreign == [], proxy.hosts
+        violations = [
+            line for line in result.stderr.splitlines() if "Content Security Policy" in line or "Refused to" in line
+        ]
+        assert not violations, violations

@@ -1,0 +1,48 @@
+"""The frontend contract's Node tooling, shared by the tests that run frontend-contract/ (Node flows, Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKEND_DIR
+
+FRONTEND_DIR = BACKEND_DIR.parent / "frontend-contract"
+NPM_TIMEOUT = 600
+
+
+def require_tool(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} NOT FOUND: the frontend contract flows (Node 20 + npm) cannot run"
+        if os.environ.get("CI"):
+            pytest.fail(message + " and CI requires them")
+        pytest.skip(message)
+    return path
+
+
+def run_command(command: list[str], *, cwd: Path, timeout: int, hint: str = "") -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` failed ({result.returncode}){hint}:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="module")
+def npm() -> str:
+    """npm, with frontend-contract/ installed (`npm ci` when node_modules is missing)."""
+    require_tool("node")
+    npm = require_tool("npm")
+    if not (FRONTEND_DIR / "node_modules").is_dir():
+        run_command([npm, "ci", "--no-audit", "--no-fund"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
+    return npm
+
+
+@pytest.fixture(scope="module")
+def built_client(npm: str) -> Path:
+    """frontend-contract/ compiled to dist/ (tsc: this is also the type check of client, flows and test)."""
+    run_command([npm, "run", "--silent", "build"], cwd=FRONTEND_DIR, timeout=NPM_TIMEOUT)
+    return FRONTEND_DIR / "dist" / "test"
