@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from tests.contract.conftest import FRONTEND_DIR
+from tests.contract.conftest import FRONTEND_DIR, compile_client
 from tests.core.uvicorn_server import free_port, uvicorn_server
 from tests.factories import DEFAULT_PASSWORD
 
@@ -72,13 +72,11 @@ def chromium() -> str:
 
 
 @contextlib.contextmanager
-def page_server(api_url: str, port: int) -> Iterator[None]:
-    """The second origin: the page, the built client (dist/src) and openapi-fetch, as static files."""
-    root = Path(FRONTEND_DIR / "dist" / "browser-page")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+def page_server(root: Path, client: Path, api_url: str, port: int) -> Iterator[None]:
+    """The second origin: the page, the compiled client and openapi-fetch, as static files."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "index.html").write_text(PAGE.replace("__API__", json.dumps(api_url)), encoding="utf-8")
-    (root / "client").symlink_to(FRONTEND_DIR / "dist" / "src")
+    (root / "client").symlink_to(client)
     (root / "openapi-fetch").symlink_to(FRONTEND_DIR / "node_modules" / "openapi-fetch" / "dist")
 
     class Quiet(SimpleHTTPRequestHandler):
@@ -93,19 +91,22 @@ def page_server(api_url: str, port: int) -> Iterator[None]:
     finally:
         server.shutdown()
         server.server_close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def servers(built_client: Path, database_url: str) -> Iterator[tuple[str, int]]:
-    """(API base URL, page port): the API in cookie mode, allowing the page's origins (127.0.0.1 and localhost)."""
+def servers(npm: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """(API base URL, page port): the API in cookie mode, allowing the page's origins (127.0.0.1 and localhost).
+    The client is compiled into a folder of this module's own: dist/ is the Node flows' (another xdist worker)."""
+    chromium()  # skip (or fail in CI) before building anything
+    work = tmp_path_factory.mktemp("browser-page")
+    client = compile_client(npm, work / "compiled")
     port = free_port()
     origins = json.dumps([f"http://127.0.0.1:{port}", f"http://localhost:{port}"])
     with (
         uvicorn_server(
             database_url, AUTH_REFRESH_COOKIE="true", BACKEND_CORS_ORIGINS=origins, HOST="127.0.0.1"
         ) as api_url,
-        page_server(api_url, port),
+        page_server(work / "site", client, api_url, port),
     ):
         yield api_url, port
 
