@@ -5,6 +5,7 @@ tests/documented.py."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +15,10 @@ from app.contract import build_openapi
 from app.core import raises as raises_module
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.raises import errors_of, raises
+from app.core.settings import Settings
+from app.main import create_app
 from tests.contract.test_openapi import operations
+from tests.documented import Documented, documented
 
 API = "/api/v1"
 OWN_TOKEN_401 = {"not_authenticated", "invalid_token", "token_expired", "session_revoked", "inactive_user"}
@@ -262,3 +266,30 @@ def test_token_endpoint_documents_rfc6749_errors(document: dict[str, Any]) -> No
     assert client["properties"]["error"]["enum"] == ["invalid_client"]
     form = document["paths"][f"{API}/auth/token"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in form
+
+
+@pytest.fixture(scope="module")
+def documented_app() -> Documented:
+    return documented(create_app(Settings(_env_file=None, ENVIRONMENT="test", SECRET_KEY="x" * 40)))
+
+
+class TestDriftCheck:
+    """tests/documented.py, which every test client runs on every error answer."""
+
+    def test_a_documented_answer_passes(self, documented_app: Documented) -> None:
+        assert documented_app.problem("POST", f"{API}/auth/register", 409, "email_taken") is None
+        assert documented_app.problem("GET", f"{API}/organizations/{uuid.uuid4()}", 404, "org_not_found") is None
+
+    def test_an_undocumented_code_fails(self, documented_app: Documented) -> None:
+        problem = documented_app.problem("POST", f"{API}/auth/register", 409, "last_owner")
+        assert problem is not None and "last_owner" in problem and "email_taken" in problem
+
+    def test_an_undocumented_status_fails(self, documented_app: Documented) -> None:
+        problem = documented_app.problem("GET", f"{API}/health/nothing", 404, "not_found")
+        assert problem is None  # no operation: the router's own 404
+        problem = documented_app.problem("POST", f"{API}/auth/register", 402, "insufficient_credits")
+        assert problem is not None and "402" in problem
+
+    def test_the_most_literal_path_wins(self, documented_app: Documented) -> None:
+        operation = documented_app.operation("GET", f"{API}/users/me")
+        assert operation is not None and operation.path == f"{API}/users/me"
