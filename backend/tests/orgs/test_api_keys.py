@@ -19,6 +19,8 @@ from app.core import security
 from app.orgs.models import ApiKey, Membership, OrgRole
 from app.state import state_of
 from app.users.models import User
+from app.users.schemas import AccountExport
+from tests import supabase_tokens
 from tests.auth.mfa_helpers import enable_mfa
 from tests.conftest import AppFactory, client_for
 from tests.core.uvicorn_server import uvicorn_server
@@ -35,8 +37,10 @@ from tests.orgs.helpers import (
 )
 from tests.orgs.test_require_mfa import set_require_mfa
 from tests.orgs.test_router import HTTP_TABLE, call_for, org_url
+from tests.supabase_tokens import JwksServer, SupabaseAppFactory, claims, mint
 
 pytestmark = pytest.mark.asyncio
+jwks_server, supabase_app = supabase_tokens.jwks_server, supabase_tokens.supabase_app  # fixtures
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -147,6 +151,22 @@ class TestCreateApiKey:
             org_url(org_id, "/api-keys"), json={"name": "x", "role": "member"}, headers=bearer(key)
         )
         assert (response.status_code, response.json()["code"]) == (403, "api_key_not_allowed")
+
+    async def test_by_a_supabase_user(self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer) -> None:
+        application = await supabase_app()
+        owner = await create_user(application, logged_in=False)
+        org_id = await make_org(application, owner)
+        sub = uuid.uuid4()
+        token = mint(claims(issuer=jwks_server.issuer, sub=sub))
+        async with client_for(application) as c:
+            assert (await c.get(f"{API}/users/me", headers=bearer(token))).status_code == 200  # provisions
+            await add_membership(application, org_id, sub, OrgRole.ADMIN)
+            created = await c.post(
+                org_url(org_id, "/api-keys"), json={"name": "ci", "role": "admin"}, headers=bearer(token)
+            )
+            assert created.status_code == 201, created.text
+            key = created.json()["key"]
+            assert (await c.get(org_url(org_id, "/members"), headers=bearer(key))).status_code == 200
 
     async def test_needs_aal2_where_the_organization_requires_mfa(
         self, client: httpx.AsyncClient, app: FastAPI
@@ -446,6 +466,17 @@ class TestKeyDies:
             await session.commit()
         assert (await client.get(org_url(org_id), headers=bearer(key))).status_code == 401
 
+    async def test_creator_deletes_their_account(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        org_id, _, admin = await org_with_admin(app)
+        key_id, key = await make_api_key(app, org_id, admin.id)
+        deleted = await client.request(
+            "DELETE", f"{API}/users/me", json={"current_password": admin.password}, headers=admin.headers
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert (await client.get(org_url(org_id), headers=bearer(key))).status_code == 401
+        async with app.state.sessionmaker() as session:
+            assert await session.get(ApiKey, key_id) is None  # gone with its creator
+
     async def test_refused_by_another_app_instance(self, app: FastAPI, make_app: AppFactory) -> None:
         """Two app instances (own pools, own caches) on one database: a revocation on one is seen by the other."""
         other = await make_app()
@@ -510,6 +541,25 @@ class TestAuditNamesTheKey:
             assert listed.status_code == 200
             named = {e["action"] for e in listed.json()["items"] if e["actor_api_key_id"] == str(key_id)}
             assert named == {e.action for e in by_key}
+
+
+class TestAccountExport:
+    async def test_keys_created_and_what_they_did(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        world = await make_world(app, "admin")
+        key_id, key = await make_api_key(app, world.org_id, world.actor.id, name="HR sync")
+        added = await client.post(
+            org_url(world.org_id, "/members"),
+            json={"email": world.outsider.email, "role": "member"},
+            headers=bearer(key),
+        )
+        assert added.status_code == 201
+        response = await client.get(f"{API}/users/me/export", headers=world.actor.headers)
+        assert response.status_code == 200, response.text
+        assert key not in response.text
+        document = AccountExport.model_validate(response.json())
+        assert [(k.id, k.name, k.prefix) for k in document.api_keys_created] == [(key_id, "HR sync", key[4:16])]
+        by_key = [e for e in document.audit_events if e.actor_api_key_id == key_id]
+        assert [e.action for e in by_key] == ["member.added"]
 
 
 class TestLastUsed:
