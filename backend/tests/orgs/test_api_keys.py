@@ -580,7 +580,7 @@ class TestLastUsed:
         listed = await client.get(org_url(org_id, "/api-keys"), headers=admin.headers)
         assert listed.json()["items"][0]["last_used_at"] is not None
 
-    async def test_concurrent_uses_write_once(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+    async def test_concurrent_first_uses_all_answer(self, client: httpx.AsyncClient, app: FastAPI) -> None:
         org_id, _, admin = await org_with_admin(app)
         _, key = await make_api_key(app, org_id, admin.id)
         answers = await asyncio.gather(*(client.get(org_url(org_id), headers=bearer(key)) for _ in range(5)))
