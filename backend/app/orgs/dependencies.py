@@ -58,9 +58,8 @@ def authorize(action: Action) -> Callable[..., Awaitable[Actor]]:
 
 
 async def authorize_removal(org_id: UUID, user_id: UUID, caller: CurrentCaller, data: DataDep) -> Actor:
-    """``DELETE …/members/{user_id}``: leaving (the caller's own id) or removing someone else (always, for a key)."""
-    actor_id = None if caller.api_key is not None else caller.user.id
-    return await _authorize(data, org_id, caller, policy.removal_action(actor_id=actor_id, user_id=user_id))
+    """``DELETE …/members/{user_id}``: leaving (the caller's own id; a key's creator's) or removing someone else."""
+    return await _authorize(data, org_id, caller, policy.removal_action(actor_id=caller.user.id, user_id=user_id))
 
 
 ViewOrg = Annotated[Actor, Depends(authorize(Action.VIEW_ORG))]

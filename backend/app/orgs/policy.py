@@ -126,9 +126,9 @@ def keeps_api_keys(creator_role: OrgRole | str) -> bool:
     return at_least(creator_role, RULES[Action.CREATE_API_KEY].minimum)
 
 
-def removal_action(*, actor_id: uuid.UUID | None, user_id: uuid.UUID) -> Action:
-    """``DELETE …/members/{user_id}`` is leaving when the id is the caller's own, else removing someone.
-    ``actor_id`` is None for an API key: it is no member and never leaves (its creator's id is removal)."""
+def removal_action(*, actor_id: uuid.UUID, user_id: uuid.UUID) -> Action:
+    """``DELETE …/members/{user_id}`` is leaving when the id is the caller's own, else removing someone. For an
+    API key the caller is its creator: a key removing its own creator is leaving, which keys may not do."""
     return Action.LEAVE if user_id == actor_id else Action.REMOVE_MEMBER
 
 

@@ -428,7 +428,7 @@ async def remove_member(
     session: AsyncSession, *, actor: Actor, user_id: uuid.UUID, ip_address: str | None = None
 ) -> None:
     """An admin+ removes someone, or a member removes themself (leaving)."""
-    action = policy.removal_action(actor_id=None if actor.api_key_id else actor.user_id, user_id=user_id)
+    action = policy.removal_action(actor_id=actor.user_id, user_id=user_id)
     leaving = action is Action.LEAVE
     actor_role = await _locked_actor(session, actor)
     policy.require(policy.gate(actor_role, action))

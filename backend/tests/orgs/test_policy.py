@@ -110,9 +110,6 @@ class TestRemovalAction:
     def test_another_id_is_removing(self) -> None:
         assert policy.removal_action(actor_id=uuid.uuid4(), user_id=uuid.uuid4()) is Action.REMOVE_MEMBER
 
-    def test_an_api_key_never_leaves(self) -> None:
-        assert policy.removal_action(actor_id=None, user_id=uuid.uuid4()) is Action.REMOVE_MEMBER
-
 
 class TestSuperuser:
     """Superusers get no special powers under /organizations: only their membership counts."""
