@@ -26,7 +26,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import AuthSession, EmailToken, MfaChallenge
 from app.core.db import utcnow
 from app.core.settings import Settings
-from app.orgs.models import Invitation
+from app.orgs.models import ApiKey, Invitation
 from app.users.models import DeletedSupabaseIdentity
 
 BATCH_SIZE = 1000
@@ -89,6 +89,8 @@ TARGETS: tuple[Target, ...] = (
     Target("used email tokens", EmailToken, "used_at", lambda c: c.dead),
     Target("expired invitations", Invitation, "expires_at", lambda c: c.dead),
     Target("expired MFA challenges", MfaChallenge, "expires_at", lambda c: c.dead),
+    Target("expired API keys", ApiKey, "expires_at", lambda c: c.dead),
+    Target("revoked API keys", ApiKey, "revoked_at", lambda c: c.dead),
     Target(
         "old Supabase tombstones",
         DeletedSupabaseIdentity,

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from app import cleanup
 from app.audit.models import AuditEvent
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge
+from app.core import security
 from app.core.db import utcnow
 from app.core.settings import Settings
-from app.orgs.models import Invitation
+from app.orgs.models import ApiKey, Invitation
 from app.state import state_of
 from app.users.models import DeletedSupabaseIdentity
 from tests.conftest import make_settings
@@ -48,6 +49,12 @@ async def seed(app: FastAPI) -> dict[str, tuple[list[Any], list[Any]]]:
             org_id=org_id, email=f"i{i}@example.com", role="member", token_hash=f"{i:064x}", expires_at=expires_at
         )
 
+    def api_key(**kw: Any) -> ApiKey:
+        prefix = security.new_api_key(state_of(app).settings)[0]
+        return ApiKey(
+            org_id=org_id, created_by=user.id, name="k", role="member", prefix=prefix, secret_hash="0" * 64, **kw
+        )
+
     def event(created_at: Any) -> AuditEvent:
         return AuditEvent(action="test.event", details={}, created_at=created_at)
 
@@ -68,6 +75,10 @@ async def seed(app: FastAPI) -> dict[str, tuple[list[Any], list[Any]]]:
         "tombstones": (
             [DeletedSupabaseIdentity(supabase_id=uuid.uuid4(), deleted_at=now - timedelta(days=31))],
             [DeletedSupabaseIdentity(supabase_id=uuid.uuid4(), deleted_at=now - timedelta(days=2))],
+        ),
+        "api keys": (
+            [api_key(expires_at=old), api_key(revoked_at=old)],
+            [api_key(expires_at=future), api_key(revoked_at=recent), api_key()],
         ),
         "audit": ([event(now - timedelta(days=400))], [event(now - timedelta(days=10))]),
     }
@@ -94,6 +105,7 @@ class TestRun:
             ("invitations", Invitation),
             ("challenges", MfaChallenge),
             ("tombstones", DeletedSupabaseIdentity),
+            ("api keys", ApiKey),
             ("audit", AuditEvent),
         ]:
             gone, kept = rows[name]
@@ -103,7 +115,7 @@ class TestRun:
         # Nothing else went: the user's login session and the audit events of the set-up stay.
         assert before[AuthSession] - await ids(app, AuthSession) == keys(rows["sessions"][0])
         assert before[AuditEvent] - await ids(app, AuditEvent) == keys(rows["audit"][0])
-        assert report.total == 8
+        assert report.total == 10
         assert [done.target for done in report.done] == [target.name for target in cleanup.TARGETS]
 
     async def test_batches(self, app: FastAPI, settings: Settings) -> None:

@@ -73,6 +73,8 @@ class ApiKey(Base):
     __table_args__ = (
         Index("ix_api_keys_org_id_created_at", "org_id", "created_at"),
         Index("ix_api_keys_created_by", "created_by"),
+        Index("ix_api_keys_expires_at", "expires_at"),  # cleanup (app/cleanup.py)
+        Index("ix_api_keys_revoked_at", "revoked_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)

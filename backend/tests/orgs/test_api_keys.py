@@ -470,7 +470,7 @@ class TestKeyDies:
         )
         assert deleted.status_code == 204, deleted.text
         assert (await client.get(org_url(org_id), headers=bearer(key))).status_code == 401
-        async with app.state.sessionmaker() as session:
+        async with state_of(app).sessionmaker() as session:
             assert await session.get(ApiKey, key_id) is None  # gone with its creator
 
     async def test_refused_by_another_app_instance(self, app: FastAPI, make_app: AppFactory) -> None:
