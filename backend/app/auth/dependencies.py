@@ -153,8 +153,8 @@ class _CallerScheme(OAuth2PasswordBearer):
     """The bearer scheme (what OpenAPI documents, as ``oauth2_scheme``) that also resolves the caller.
 
     FastAPI 0.165 does work for every level of dependencies on every request (cache keys, scopes, parameter
-    extraction); a scheme below the caller's dependency was a second level on almost every request. Together
-    with the routes' prefix check, ``GET /users/me`` made 19 % fewer function calls (docs/SCALING.md)."""
+    extraction); a scheme below the caller's dependency was a second level on almost every request (what that
+    costs: docs/SCALING.md, "Framework internals, measured")."""
 
     def __init__(self) -> None:
         super().__init__(tokenUrl=TOKEN_URL, auto_error=False)

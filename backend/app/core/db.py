@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,12 +12,10 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util.concurrency import await_
 
 from app.core.settings import Settings
 from app.state import state_of
@@ -106,68 +103,6 @@ def _install_idle_ping(engine: AsyncEngine) -> None:
             raise DisconnectionError("idle connection failed its ping") from exc  # the pool connects anew
 
 
-class FairQueuePool(AsyncAdaptedQueuePool):
-    """``AsyncAdaptedQueuePool`` that serves waiting requests first come, first served.
-
-    The stock pool hands a returned connection to whichever coroutine asks next: a request arriving just then
-    takes it ahead of the one woken for it, which goes back to the *end* of the line. Under sustained load
-    (more concurrent requests than connections) a few requests lost that race again and again: the p99
-    latency ran to several times the median and some checkouts hit the pool timeout (503) while the pool was
-    busy but healthy (docs/SCALING.md). Here every checkout first takes a turn from a FIFO semaphore
-    (``asyncio.Semaphore`` queues new arrivals behind the waiters) sized to the connections the pool may hand
-    out, and gives it back when the connection is checked in; the queue itself then never has waiters.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._turns: asyncio.Semaphore | None = None  # made on first use, inside the event loop
-
-    def _turn_gate(self) -> asyncio.Semaphore | None:
-        if self._max_overflow < 0:  # unbounded overflow: nobody waits
-            return None
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(self.size() + self._max_overflow)
-        return self._turns
-
-    def _do_get(self) -> ConnectionPoolEntry:
-        gate = self._turn_gate()
-        if gate is not None:
-            try:
-                await_(take_turn(gate, self._timeout))
-            except TimeoutError:
-                raise PoolTimeoutError(
-                    f"QueuePool limit of size {self.size()} overflow {self._max_overflow} reached, "
-                    f"connection timed out, timeout {self._timeout:.2f}",
-                    code="3o7r",
-                ) from None
-        try:
-            return super()._do_get()
-        except BaseException:
-            if gate is not None:
-                gate.release()
-            raise
-
-    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        try:
-            super()._do_return_conn(record)
-        finally:
-            if self._turns is not None:
-                self._turns.release()
-
-
-async def take_turn(gate: asyncio.Semaphore, seconds: float) -> None:
-    """A FIFO turn for a pooled connection (``asyncio.Semaphore`` queues new arrivals behind the waiters), or
-    TimeoutError after ``seconds``. Used by both pools: neither hands a returned connection to a newcomer ahead
-    of a request already waiting (FairQueuePool, app/core/driver.py)."""
-    if not gate.locked():
-        await gate.acquire()  # free: taken without suspending
-        return
-    # asyncio.timeout() arms one timer on the running task; wait_for() would wrap the wait in a new task
-    # (about 5 % of a request's CPU under load, when every checkout waits).
-    async with asyncio.timeout(seconds):
-        await gate.acquire()
-
-
 def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE: take the write lock up front, so concurrent writers queue (busy_timeout) instead of failing
     # with "database is locked" when a read snapshot cannot be upgraded. A connection that only reads says so
@@ -210,7 +145,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.DATABASE_MAX_OVERFLOW,
         pool_timeout=settings.DATABASE_POOL_TIMEOUT,
         pool_recycle=1800,
-        poolclass=FairQueuePool,
         connect_args=connect_args(settings),
     )
     _install_idle_ping(engine)

@@ -1,10 +1,11 @@
 """Routers added to the app as flat route lists.
 
 FastAPI 0.165's ``include_router`` keeps each included router as a nested matcher that is walked, with its
-scope bookkeeping, for every request: in a profile of ``GET /api/v1/users/me`` it cost about a quarter of a
-millisecond per request, more than the database lookup. ``include_flat`` re-declares each of the router's
-routes on the app itself (what ``include_router`` did in earlier FastAPI versions): the app's router then
-matches one flat list, and the routes, their dependencies, responses and OpenAPI entries are the same.
+scope bookkeeping, for every request. ``include_flat`` re-declares each of the router's routes on the app itself
+(what ``include_router`` did in earlier FastAPI versions): the app's router then matches one flat list, and the
+routes, their dependencies, responses and OpenAPI entries are the same. The OpenAPI error collection
+(app/core/openapi.py) and the route-protection test walk that flat list. What it costs or saves is measured in
+docs/SCALING.md ("Framework internals, measured"), not here.
 
 The list is walked in order until a route matches: ``GET /api/v1/users/me`` asked about twenty routes first,
 each a few calls deep (scope bookkeeping, path lookup, regular expression). ``PrefixCheckedRoute`` answers

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     DATABASE_POOL_SIZE: int = Field(default=10, ge=1)
     DATABASE_MAX_OVERFLOW: int = Field(default=0, ge=0)
     DATABASE_POOL_TIMEOUT: float = Field(default=10.0, gt=0)
-    DATABASE_DRIVER_POOL_SIZE: int = Field(default=5, ge=1)  # asyncpg pool of the hot-path statements
+    DATABASE_DRIVER_POOL_SIZE: int = Field(default=5, ge=1)  # asyncpg pool of the reads (app/core/data.py)
     DATABASE_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
     # PgBouncer / Supabase pooler in transaction mode: no prepared-statement caches.
     DATABASE_PGBOUNCER: bool = False
