@@ -244,8 +244,8 @@ async def logout(
         )
     else:
         token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
-        if not token:
-            raise NotAuthenticatedError()
+        if not token:  # in cookie mode, say why a browser may have sent no cookie
+            raise NotAuthenticatedError(cookies.MISSING_REFRESH_COOKIE if settings.AUTH_REFRESH_COOKIE else None)
         await auth_service.logout_with_refresh_token(session, settings, token=token, ip_address=ctx.ip_address)
     cookies.clear_session_cookies(response, settings)
 

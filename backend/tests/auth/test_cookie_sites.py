@@ -86,3 +86,12 @@ class TestRefreshWithoutCookie:
             response = await client.post("/api/v1/auth/refresh")
         assert response.status_code == 401
         assert response.json()["detail"] == "A refresh token is required."
+
+
+@pytest.mark.asyncio
+async def test_logout_without_token_or_cookie_names_the_cookie_in_cookie_mode(make_app: AppFactory) -> None:
+    application = await make_app(AUTH_REFRESH_COOKIE=True)
+    async with client_for(application) as client:
+        response = await client.post("/api/v1/auth/logout")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated" and "SameSite=Strict" in response.json()["detail"]
