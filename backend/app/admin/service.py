@@ -13,7 +13,7 @@ from app.admin.schemas import AdminUserUpdate
 from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
-from app.auth.models import AuthSession, RevokeReason
+from app.auth.models import RevokeReason
 from app.core.data import in_session
 from app.core.updates import apply_changes
 from app.credits import service as credit_service
@@ -137,10 +137,9 @@ async def delete_user(
     )
 
 
-async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[AuthSession]:
+async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[auth_service.SessionRow]:
     await user_service.get_user(session, user_id)
-    rows, _total = await auth_service.list_sessions(session, user_id=user_id)
-    return rows
+    return await auth_service.all_sessions(in_session(session), user_id=user_id)
 
 
 async def revoke_user_sessions(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -23,7 +23,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from typing_extensions import Unpack
 
 from app.audit.models import AuditEvent
 from app.core.data import Query

@@ -48,6 +48,7 @@ from app.auth.schemas import (
     VerifyEmailConfirm,
 )
 from app.core.context import RequestContext, RequestContextDep
+from app.core.data import DataDep
 from app.core.db import SessionDep
 from app.core.errors import Unauthenticated
 from app.core.raises import errors_of, raises
@@ -261,11 +262,11 @@ async def logout_all(user: CurrentUser, ctx: RequestContextDep, session: Session
 
 
 @router.get("/sessions", operation_id="auth-sessions-list")
-async def list_sessions(principal: OwnPrincipal, session: SessionDep, page: PageDep) -> Page[SessionRead]:
+async def list_sessions(principal: OwnPrincipal, data: DataDep, page: PageDep) -> Page[SessionRead]:
     """The caller's live sessions, paged, newest first; ``current`` marks the one this token belongs to. A user
     has at most ``MAX_SESSIONS_PER_USER`` of them: a login beyond it ends the least recently used."""
     rows, total = await auth_service.list_sessions(
-        session, user_id=principal.user.id, limit=page.limit, offset=page.offset
+        data, user_id=principal.user.id, limit=page.limit, offset=page.offset
     )
     items = [
         SessionRead.model_validate(row).model_copy(update={"current": row.id == principal.session_id}) for row in rows

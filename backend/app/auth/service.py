@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
@@ -24,6 +24,7 @@ from app.auth.exceptions import (
 )
 from app.auth.models import Aal, AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, RevokeReason
 from app.core import security
+from app.core.data import Data, Query, Statements, paged, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
@@ -313,21 +314,51 @@ async def revoke_user_sessions(
     return list(result.scalars())
 
 
-async def list_sessions(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int | None = None, offset: int = 0
-) -> tuple[list[AuthSession], int]:
-    """One page (all with ``limit=None``) of the user's live sessions, newest first, and how many there are (at
-    most MAX_SESSIONS_PER_USER, so counting them is cheap)."""
-    live = (AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
-    total = await session.scalar(select(func.count()).select_from(AuthSession).where(*live))
-    rows = await session.scalars(
-        select(AuthSession)
-        .where(*live)
-        .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
-        .limit(limit)
-        .offset(offset)
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A live session as its owner (or an admin) sees it."""
+
+    id: uuid.UUID
+    device_name: str | None
+    user_agent: str | None
+    ip_address: str | None
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+
+
+_LIVE = (
+    AuthSession.user_id == bindparam("user_id"),
+    AuthSession.revoked_at.is_(None),
+    AuthSession.expires_at > bindparam("now"),
+)
+_LIVE_SESSIONS = (
+    select(
+        AuthSession.id,
+        AuthSession.device_name,
+        AuthSession.user_agent,
+        AuthSession.ip_address,
+        AuthSession.created_at,
+        AuthSession.last_used_at,
+        AuthSession.expires_at,
     )
-    return list(rows), int(total or 0)
+    .where(*_LIVE)
+    .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
+)
+_SESSIONS_COUNT = Query(select(func.count()).select_from(AuthSession).where(*_LIVE), scalar)
+_SESSIONS_PAGE = Query(paged(_LIVE_SESSIONS), SessionRow)
+_SESSIONS = Query(_LIVE_SESSIONS, SessionRow)
+
+
+async def list_sessions(data: Data, *, user_id: uuid.UUID, limit: int, offset: int) -> tuple[list[SessionRow], int]:
+    """One page of the user's live sessions, newest first, and how many there are (at most
+    MAX_SESSIONS_PER_USER, so counting them is cheap)."""
+    return await data.page(_SESSIONS_COUNT, _SESSIONS_PAGE, user_id=user_id, now=utcnow(), limit=limit, offset=offset)
+
+
+async def all_sessions(statements: Statements, *, user_id: uuid.UUID) -> list[SessionRow]:
+    """All of the user's live sessions, newest first."""
+    return await statements.all(_SESSIONS, user_id=user_id, now=utcnow())
 
 
 async def revoke_session(

@@ -10,14 +10,16 @@ a key dies with its revocation, its expiry, its organization, or its creator lea
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.core import security
+from app.core.data import Data, Query, paged, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
 from app.orgs import policy
@@ -75,16 +77,42 @@ async def create_api_key(
     return api_key, key
 
 
-async def list_api_keys(
-    session: AsyncSession, *, org_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[ApiKey], int]:
-    """The organization's keys that are not revoked (expired ones included: ``expires_at`` says so), newest first."""
-    conditions = (ApiKey.org_id == org_id, ApiKey.revoked_at.is_(None))
-    total = await session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
-    rows = await session.scalars(
-        select(ApiKey).where(*conditions).order_by(ApiKey.created_at.desc(), ApiKey.id).limit(limit).offset(offset)
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: uuid.UUID
+    name: str
+    role: str
+    prefix: str
+    created_by: uuid.UUID
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+_LISTED = (ApiKey.org_id == bindparam("org_id"), ApiKey.revoked_at.is_(None))
+_KEYS_COUNT = Query(select(func.count()).select_from(ApiKey).where(*_LISTED), scalar)
+_KEYS = Query(
+    paged(
+        select(
+            ApiKey.id,
+            ApiKey.name,
+            ApiKey.role,
+            ApiKey.prefix,
+            ApiKey.created_by,
+            ApiKey.created_at,
+            ApiKey.expires_at,
+            ApiKey.last_used_at,
+        )
     )
-    return list(rows), int(total or 0)
+    .where(*_LISTED)
+    .order_by(ApiKey.created_at.desc(), ApiKey.id),
+    ApiKeyRow,
+)
+
+
+async def list_api_keys(data: Data, *, org_id: uuid.UUID, limit: int, offset: int) -> tuple[list[ApiKeyRow], int]:
+    """The organization's keys that are not revoked (expired ones included: ``expires_at`` says so), newest first."""
+    return await data.page(_KEYS_COUNT, _KEYS, org_id=org_id, limit=limit, offset=offset)
 
 
 async def _revoke(

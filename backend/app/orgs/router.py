@@ -198,10 +198,10 @@ async def create_invitation(
 
 
 @router.get("/{org_id}/invitations", operation_id="orgs-invitations-list")
-async def list_invitations(actor: ListInvitations, page: PageDep, session: SessionDep) -> Page[InvitationRead]:
+async def list_invitations(actor: ListInvitations, page: PageDep, data: DataDep) -> Page[InvitationRead]:
     """Pending invitations (not accepted, revoked or expired), newest first; never their tokens."""
     invitations, total = await org_service.list_invitations(
-        session, org_id=actor.org_id, limit=page.limit, offset=page.offset
+        data, org_id=actor.org_id, limit=page.limit, offset=page.offset
     )
     return Page(
         items=[InvitationRead.model_validate(i) for i in invitations],
@@ -261,9 +261,9 @@ async def create_api_key(
     "/{org_id}/api-keys",
     operation_id="orgs-api-keys-list",
 )
-async def list_api_keys(actor: ListApiKeys, page: PageDep, session: SessionDep) -> Page[ApiKeyRead]:
+async def list_api_keys(actor: ListApiKeys, page: PageDep, data: DataDep) -> Page[ApiKeyRead]:
     """The organization's keys that are not revoked (expired ones included), newest first; never the keys."""
-    keys, total = await api_keys.list_api_keys(session, org_id=actor.org_id, limit=page.limit, offset=page.offset)
+    keys, total = await api_keys.list_api_keys(data, org_id=actor.org_id, limit=page.limit, offset=page.offset)
     return Page(items=[ApiKeyRead.model_validate(k) for k in keys], total=total, limit=page.limit, offset=page.offset)
 
 

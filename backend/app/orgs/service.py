@@ -483,7 +483,7 @@ async def transfer_ownership(
 # --- invitations ---------------------------------------------------------------------------------------
 
 
-def _pending(now: datetime) -> tuple[ColumnElement[bool], ...]:
+def _pending(now: datetime | ColumnElement[datetime]) -> tuple[ColumnElement[bool], ...]:
     return (Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None), Invitation.expires_at > now)
 
 
@@ -552,20 +552,40 @@ async def create_invitation(
     return invitation, token, await get_org(session, actor.org_id)
 
 
-async def list_invitations(
-    session: AsyncSession, *, org_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[Invitation], int]:
-    """Pending invitations only (not accepted, revoked or expired), newest first."""
-    conditions = (Invitation.org_id == org_id, *_pending(utcnow()))
-    total = await session.scalar(select(func.count()).select_from(Invitation).where(*conditions))
-    rows = await session.scalars(
-        select(Invitation)
-        .where(*conditions)
-        .order_by(Invitation.created_at.desc(), Invitation.id)
-        .limit(limit)
-        .offset(offset)
+@dataclass(frozen=True, slots=True)
+class InvitationRow:
+    id: uuid.UUID
+    email: str
+    role: str
+    invited_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime
+
+
+_PENDING_OF_ORG = (Invitation.org_id == bindparam("org_id"), *_pending(bindparam("now")))
+_INVITATIONS_COUNT = Query(select(func.count()).select_from(Invitation).where(*_PENDING_OF_ORG), scalar)
+_INVITATIONS = Query(
+    paged(
+        select(
+            Invitation.id,
+            Invitation.email,
+            Invitation.role,
+            Invitation.invited_by,
+            Invitation.created_at,
+            Invitation.expires_at,
+        )
     )
-    return list(rows), int(total or 0)
+    .where(*_PENDING_OF_ORG)
+    .order_by(Invitation.created_at.desc(), Invitation.id),
+    InvitationRow,
+)
+
+
+async def list_invitations(
+    data: Data, *, org_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[InvitationRow], int]:
+    """Pending invitations only (not accepted, revoked or expired), newest first."""
+    return await data.page(_INVITATIONS_COUNT, _INVITATIONS, org_id=org_id, now=utcnow(), limit=limit, offset=offset)
 
 
 async def revoke_invitation(
