@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
@@ -25,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit.models import AuditEvent
-from app.core.data import Query
+from app.core.data import Data, Query, paged, scalar
 from app.core.db import new_id, utcnow
 
 # Keys whose values never enter an audit event, whatever a caller passes.
@@ -129,6 +131,46 @@ def insert_from(
         created_at,
     ).select_from(rows)
     return insert(_TABLE).from_select(columns, source)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEventRow:
+    id: uuid.UUID
+    action: str
+    actor_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    subject_user_id: uuid.UUID | None
+    org_id: uuid.UUID | None
+    ip_address: str | None
+    details: dict[str, Any]
+    created_at: datetime
+
+
+_OF_ORG = AuditEvent.org_id == bindparam("org_id")
+_ORG_EVENTS_COUNT = Query(select(func.count()).select_from(AuditEvent).where(_OF_ORG), scalar)
+_ORG_EVENTS = Query(
+    paged(
+        select(
+            AuditEvent.id,
+            AuditEvent.action,
+            AuditEvent.actor_id,
+            AuditEvent.actor_api_key_id,
+            AuditEvent.subject_user_id,
+            AuditEvent.org_id,
+            AuditEvent.ip_address,
+            AuditEvent.details,
+            AuditEvent.created_at,
+        )
+    )
+    .where(_OF_ORG)
+    .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()),
+    AuditEventRow,
+)
+
+
+async def list_org_events(data: Data, *, org_id: uuid.UUID, limit: int, offset: int) -> tuple[list[AuditEventRow], int]:
+    """An organization's events, newest first, and how many there are (counted exactly, through its index)."""
+    return await data.page(_ORG_EVENTS_COUNT, _ORG_EVENTS, org_id=org_id, limit=limit, offset=offset)
 
 
 EXACT_COUNT_UP_TO = 100_000

@@ -12,6 +12,7 @@ PostgreSQL only: other databases keep the Core/ORM path.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -78,6 +79,11 @@ async def _keep_session_state(connection: asyncpg.Connection) -> None:
     statements change no session state; asyncpg still rolls back a transaction left open."""
 
 
+async def _decode_json(connection: asyncpg.Connection) -> None:
+    """``json`` columns come back as Python values, as SQLAlchemy's asyncpg dialect hands them (audit details)."""
+    await connection.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
 class Driver:
     """The asyncpg pool of the hot-path statements, next to the engine's (PostgreSQL only).
 
@@ -108,6 +114,7 @@ class Driver:
             max_size=settings.DATABASE_DRIVER_POOL_SIZE,
             max_inactive_connection_lifetime=db.PING_IDLE_SECONDS,
             reset=_keep_session_state,
+            init=_decode_json,
             **kwargs,
         )
         return cls(pool, acquire_timeout=settings.DATABASE_POOL_TIMEOUT)

@@ -224,10 +224,10 @@ async def revoke_invitation(
 
 
 @router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list")
-async def list_audit_events(actor: ViewAudit, page: PageDep, session: SessionDep) -> Page[AuditEventRead]:
+async def list_audit_events(actor: ViewAudit, page: PageDep, data: DataDep) -> Page[AuditEventRead]:
     """This organization's audit events, newest first. Admins and owners."""
     events, total = await org_service.list_org_audit_events(
-        session, org_id=actor.org_id, limit=page.limit, offset=page.offset
+        data, org_id=actor.org_id, limit=page.limit, offset=page.offset
     )
     return Page(
         items=[AuditEventRead.model_validate(e) for e in events], total=total, limit=page.limit, offset=page.offset

@@ -22,7 +22,6 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
-from app.audit.models import AuditEvent
 from app.auth.exceptions import MfaRequiredError
 from app.core.data import Data, Query, paged, scalar
 from app.core.db import flush_unique, utcnow
@@ -668,9 +667,9 @@ async def accept_invitation(
 
 
 async def list_org_audit_events(
-    session: AsyncSession, *, org_id: uuid.UUID, limit: int, offset: int
-) -> tuple[list[AuditEvent], int]:
-    return await audit.list_events(session, org_id=org_id, limit=limit, offset=offset)
+    data: Data, *, org_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[audit.AuditEventRow], int]:
+    return await audit.list_org_events(data, org_id=org_id, limit=limit, offset=offset)
 
 
 # --- for the admin domain ------------------------------------------------------------------------------
