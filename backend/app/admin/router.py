@@ -16,6 +16,7 @@ from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import Superuser, current_superuser
 from app.auth.schemas import SessionRead
 from app.core.context import RequestContextDep
+from app.core.data import DataDep
 from app.core.db import SessionDep
 from app.core.schemas import Page, PageDep
 from app.credits.schemas import CreditAdjust, CreditSpendRead, CreditTransactionRead
@@ -139,13 +140,10 @@ async def adjust_credits(
 
 
 @router.get("/organizations", operation_id="admin-organizations-list")
-async def list_organizations(session: SessionDep, page: PageDep, search: SearchQuery = None) -> Page[AdminOrgRead]:
+async def list_organizations(data: DataDep, page: PageDep, search: SearchQuery = None) -> Page[AdminOrgRead]:
     """Every organization, newest first, with its member count; ``search`` matches the name or slug."""
-    rows, total = await admin_service.list_orgs(session, limit=page.limit, offset=page.offset, search=search)
-    items = [
-        AdminOrgRead(id=org.id, name=org.name, slug=org.slug, created_at=org.created_at, member_count=count)
-        for org, count in rows
-    ]
+    rows, total = await admin_service.list_orgs(data, limit=page.limit, offset=page.offset, search=search)
+    items = [AdminOrgRead.model_validate(row) for row in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 

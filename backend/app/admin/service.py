@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.schemas import AdminUserUpdate
@@ -14,7 +15,7 @@ from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
-from app.core.data import in_session
+from app.core.data import Data, Query, in_session, paged, scalar
 from app.core.updates import apply_changes
 from app.credits import service as credit_service
 from app.orgs import service as org_service
@@ -171,23 +172,37 @@ async def adjust_credits(
 # --- organizations ------------------------------------------------------------------------------------
 
 
-async def list_orgs(
-    session: AsyncSession, *, limit: int, offset: int, search: str | None = None
-) -> tuple[list[tuple[Organization, int]], int]:
-    members = select(func.count()).where(Membership.org_id == Organization.id).correlate(Organization).scalar_subquery()
-    query = select(Organization, members.label("member_count"))
-    filtered = select(Organization.id)
+@dataclass(frozen=True, slots=True)
+class OrgListRow:
+    id: uuid.UUID
+    name: str
+    slug: str
+    created_at: datetime
+    member_count: int
+
+
+_MEMBER_COUNT = (
+    select(func.count()).where(Membership.org_id == Organization.id).correlate(Organization).scalar_subquery()
+)
+_ORG_MATCHES = or_(
+    Organization.name.ilike(bindparam("pattern"), escape=LIKE_ESCAPE),
+    Organization.slug.ilike(bindparam("pattern"), escape=LIKE_ESCAPE),
+)
+_ORG_ROWS = select(
+    Organization.id, Organization.name, Organization.slug, Organization.created_at, _MEMBER_COUNT.label("member_count")
+).order_by(Organization.created_at.desc(), Organization.id)
+_ORGS_COUNT = Query(select(func.count()).select_from(Organization), scalar)
+_ORGS = Query(paged(_ORG_ROWS), OrgListRow)
+_FOUND_ORGS_COUNT = Query(select(func.count()).select_from(Organization).where(_ORG_MATCHES), scalar)
+_FOUND_ORGS = Query(paged(_ORG_ROWS.where(_ORG_MATCHES)), OrgListRow)
+
+
+async def list_orgs(data: Data, *, limit: int, offset: int, search: str | None = None) -> tuple[list[OrgListRow], int]:
+    """A page of organizations, newest first, with their member counts; ``search`` matches the name or slug."""
     if search and search.strip():
         pattern = like_pattern(search.strip())
-        condition = or_(
-            Organization.name.ilike(pattern, escape=LIKE_ESCAPE), Organization.slug.ilike(pattern, escape=LIKE_ESCAPE)
-        )
-        query, filtered = query.where(condition), filtered.where(condition)
-    total = await session.scalar(select(func.count()).select_from(filtered.subquery()))
-    rows = await session.execute(
-        query.order_by(Organization.created_at.desc(), Organization.id).limit(limit).offset(offset)
-    )
-    return [(org, int(count)) for org, count in rows], int(total or 0)
+        return await data.page(_FOUND_ORGS_COUNT, _FOUND_ORGS, limit=limit, offset=offset, pattern=pattern)
+    return await data.page(_ORGS_COUNT, _ORGS, limit=limit, offset=offset)
 
 
 async def delete_org(session: AsyncSession, *, actor: UserRow, org_id: uuid.UUID, ip_address: str | None) -> None:

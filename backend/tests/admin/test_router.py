@@ -467,6 +467,24 @@ class TestListOrganizations:
         page = await client.get(f"{ADMIN}/organizations", params={"limit": 1, "offset": 1}, headers=admin.headers)
         assert len(page.json()["items"]) == 1 and page.json()["total"] == 2
 
+    async def test_search_matches_name_or_slug_literally(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        admin = await superuser(app)
+        owner = await create_user(app)
+        await create_org(client, owner, "Big 100% Co")
+        await create_org(client, owner, "Small")
+        await create_org(client, owner, "Big 1000 Co")
+
+        async def names(search: str) -> tuple[list[str], int]:
+            response = await client.get(f"{ADMIN}/organizations", params={"search": search}, headers=admin.headers)
+            assert response.status_code == 200
+            body = response.json()
+            return [item["name"] for item in body["items"]], body["total"]
+
+        assert await names("100%") == (["Big 100% Co"], 1)  # % taken literally
+        assert await names("big") == (["Big 1000 Co", "Big 100% Co"], 2)  # newest first, any case
+        assert await names("small") == (["Small"], 1)
+        assert await names("nothing") == ([], 0)
+
 
 class TestDeleteOrganization:
     async def test_ok(self, client: httpx.AsyncClient, app: FastAPI) -> None:
