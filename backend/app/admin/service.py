@@ -131,10 +131,11 @@ async def update_user(
 async def delete_user(
     session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, force: bool, ip_address: str | None
 ) -> lifecycle.Deletion:
-    """The self-service deletion's implementation (app/users/lifecycle.py), by an admin: the same rules, and
-    ``force`` also deletes the organizations where the user is the last owner and others remain."""
+    """The self-service deletion's implementation (app/users/lifecycle.py), by an admin: the same rules, except
+    that every organization the user owns alone (with or without other members) answers 409 ``sole_owner``
+    unless ``force`` deletes it: an admin's delete never takes an organization silently (API.md)."""
     return await lifecycle.delete_account(
-        session, user_id=user_id, actor_id=actor.id, force=force, ip_address=ip_address
+        session, user_id=user_id, actor_id=actor.id, force=force, refuse_alone=True, ip_address=ip_address
     )
 
 

@@ -113,6 +113,7 @@ async def delete_account(
     user_id: uuid.UUID,
     actor_id: uuid.UUID,
     force: bool = False,
+    refuse_alone: bool = False,
     ip_address: str | None = None,
 ) -> Deletion:
     """Delete a user with everything that is theirs, in the caller's transaction (all or nothing).
@@ -120,6 +121,9 @@ async def delete_account(
     - 409 ``last_superuser`` for the last active superuser; 404 ``user_not_found``;
     - organizations they alone belong to are deleted with them; 409 ``sole_owner`` while they are the last
       owner of an organization where others remain, unless ``force`` (admins only) deletes those too;
+    - ``refuse_alone`` (an admin deleting someone else): the organizations they alone belong to are refused
+      too (409 ``sole_owner``) unless ``force``, so that an admin never deletes somebody's organization
+      without saying so; a user deleting themself has said so, and theirs go with them;
     - deleted: the user, profile, sessions (every token of them), email tokens, MFA factor, recovery codes and
       challenges, memberships, the invitations they sent, their credit ledger;
     - kept: audit events, with the user's addresses erased (``audit.erase_addresses``), and one more event:
@@ -136,7 +140,8 @@ async def delete_account(
     # one): locked too, out of order, a window of a few statements. Rows already held are no-ops.
     await org_service.lock_orgs_of(session, user_id)
     plan = await org_service.departure(session, user_id)
-    if plan.sole_owner and not force:
+    refused = plan.sole_owner + plan.alone if refuse_alone else plan.sole_owner
+    if refused and not force:
         raise SoleOwnerError()
     doomed = sorted(set(plan.alone) | (set(plan.sole_owner) if force else set()))
     for org_id in doomed:

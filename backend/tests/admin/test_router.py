@@ -318,13 +318,19 @@ class TestDeleteUser:
         assert await load_user(app, target.id) is not None
         assert await org_exists(app, org_id)
 
-    async def test_org_they_alone_belong_to_goes_with_them(self, client: httpx.AsyncClient, app: FastAPI) -> None:
-        """The self-service rule (one implementation, app/users/lifecycle.py): nobody else loses anything."""
+    async def test_org_they_alone_belong_to_needs_force(self, client: httpx.AsyncClient, app: FastAPI) -> None:
+        """An admin never deletes an organization silently, even one nobody else belongs to (API.md: 409
+        ``sole_owner`` unless ``?force=true``); the user deleting themself takes theirs along instead."""
         admin = await superuser(app)
         target = await create_user(app)
         org_id = await create_org(client, target)
         response = await client.delete(f"{ADMIN}/users/{target.id}", headers=admin.headers)
-        assert response.status_code == 204
+        assert response.status_code == 409
+        assert response.json()["code"] == "sole_owner"
+        assert await load_user(app, target.id) is not None
+        assert await org_exists(app, org_id)
+        forced = await client.delete(f"{ADMIN}/users/{target.id}", params={"force": "true"}, headers=admin.headers)
+        assert forced.status_code == 204
         assert not await org_exists(app, org_id)
         [event] = await events(app, "admin.user_deleted")
         assert event.details["deleted_org_ids"] == [org_id]
