@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -42,6 +43,22 @@ PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 PG_ADMIN_URL = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def missing(what: str, fix: str) -> NoReturn:
+    """A machine tool or service a test needs is absent: a failure in CI (which provides every one of them;
+    .ci/run sets CI), a loud skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} and CI requires it")
+    pytest.skip(f"{what.upper()}: {fix}")
+
+
+def require_chromium() -> str:
+    """The Debian chromium binary (never a downloaded browser)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        missing("chromium is not installed", "apt-get install -y chromium to run the browser tests")
+    return browser
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -203,7 +220,5 @@ def redis_url() -> str:
     """The machine's Redis (required in CI); outside CI a missing Redis skips loudly."""
     host, port = "127.0.0.1", 6379
     if not _reachable(host, port):
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not reachable at 127.0.0.1:6379 and CI requires it")
-        pytest.skip("REDIS NOT REACHABLE at 127.0.0.1:6379: this test needs it (it runs in CI)")
+        missing("Redis is not reachable at 127.0.0.1:6379", "this test needs it (it runs in CI)")
     return REDIS_URL

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BACKEND_DIR
+from tests.conftest import BACKEND_DIR, missing
 
 FRONTEND_DIR = BACKEND_DIR.parent / "frontend-contract"
 NPM_TIMEOUT = 600
@@ -23,10 +22,7 @@ NPM_TIMEOUT = 600
 def require_tool(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        message = f"{tool} NOT FOUND: the frontend contract flows (Node 20 + npm) cannot run"
-        if os.environ.get("CI"):
-            pytest.fail(message + " and CI requires them")
-        pytest.skip(message)
+        missing(f"{tool} is not installed", "the frontend contract flows need Node 20 and npm")
     return path
 
 

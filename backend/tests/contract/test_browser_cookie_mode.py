@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import require_chromium
 from tests.contract.conftest import FRONTEND_DIR, compile_client
 from tests.core.uvicorn_server import free_port, uvicorn_server
 from tests.factories import DEFAULT_PASSWORD
@@ -62,15 +61,6 @@ window.ready = true;
 """
 
 
-def chromium() -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing and CI requires it (.ci/run installs it)")
-        pytest.skip("CHROMIUM NOT INSTALLED: apt-get install -y chromium to run the browser cookie-mode test")
-    return browser
-
-
 @contextlib.contextmanager
 def page_server(root: Path, client: Path, api_url: str, port: int) -> Iterator[None]:
     """The second origin: the page, the compiled client and openapi-fetch, as static files."""
@@ -97,7 +87,7 @@ def page_server(root: Path, client: Path, api_url: str, port: int) -> Iterator[N
 def servers(npm: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """(API base URL, page port): the API in cookie mode, allowing the page's origins (127.0.0.1 and localhost).
     The client is compiled into a folder of this module's own: dist/ is the Node flows' (another xdist worker)."""
-    chromium()  # skip (or fail in CI) before building anything
+    require_chromium()  # skip (or fail in CI) before building anything
     work = tmp_path_factory.mktemp("browser-page")
     client = compile_client(npm, work / "compiled")
     port = free_port()
@@ -116,7 +106,7 @@ def browser_page(servers: tuple[str, int], app: FastAPI) -> Iterator[Any]:
     """A fresh Chromium context (no cookies); ``app`` is requested so that the rows are cleaned after."""
     from playwright.sync_api import sync_playwright
 
-    executable = chromium()
+    executable = require_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:

@@ -3,9 +3,7 @@ CSP in a headless Chromium."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import socketserver
 import subprocess
 import threading
@@ -18,7 +16,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from app.core.docs import VENDOR_DIR
-from tests.conftest import AppFactory, alembic_upgrade, client_for, in_thread
+from tests.conftest import AppFactory, alembic_upgrade, client_for, in_thread, require_chromium
 from tests.core.uvicorn_server import uvicorn_server
 
 SCRIPT_TAG = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.DOTALL | re.IGNORECASE)
@@ -125,10 +123,6 @@ class TestRedocPage:
         assert "cdn.redoc.ly" in (VENDOR_DIR / "redoc.standalone.js").read_text(encoding="utf-8")
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture(scope="module")
 def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('docs-db') / 'docs.db'}"
@@ -209,11 +203,7 @@ def render(browser: str, url: str, profile: Path, *extra: str) -> subprocess.Com
 class TestRenderedInChromium:
     @pytest.mark.parametrize("csp_mode", ["strict", "relaxed"])
     def test_swagger_ui_renders_under_csp(self, sqlite_database: str, tmp_path: Path, csp_mode: str) -> None:
-        browser = chromium()
-        if browser is None:
-            if os.environ.get("CI"):
-                pytest.fail("chromium is missing and CI requires it (.ci/run installs it)")
-            pytest.skip("CHROMIUM NOT INSTALLED: apt-get install -y chromium to run this docs test")
+        browser = require_chromium()
         with uvicorn_server(sqlite_database, CSP_MODE=csp_mode) as base_url:
             csp = httpx.get(f"{base_url}/docs").headers["content-security-policy"]
             result = render(browser, f"{base_url}/docs", tmp_path / "profile")
@@ -233,11 +223,7 @@ class TestRenderedInChromium:
     ) -> None:
         """Whatever the CSP allows (nothing is blocked with CSP_MODE=disabled), the page asks no other origin
         for anything (every request but the app's own goes to a recording proxy), and violates no CSP."""
-        browser = chromium()
-        if browser is None:
-            if os.environ.get("CI"):
-                pytest.fail("chromium is missing and CI requires it (.ci/run installs it)")
-            pytest.skip("CHROMIUM NOT INSTALLED: apt-get install -y chromium to run this docs test")
+        browser = require_chromium()
         with RecordingProxy() as proxy, uvicorn_server(sqlite_database, CSP_MODE=csp_mode) as base_url:
             result = render(browser, f"{base_url}{page}", tmp_path / "profile", f"--proxy-server={proxy.address}")
         if page == "/redoc":
