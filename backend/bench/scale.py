@@ -8,8 +8,9 @@
    process) is measured on the nearly empty and the big database in alternating rounds (BENCH_ROUNDS), so
    both sides of a ratio are measured a minute apart, not a seeding apart. Each figure is the median over
    the rounds of big / empty (goal <= 1.5).
-3. Every SQL statement the measured requests run (captured in-process) is EXPLAINed on the big database;
-   a sequential scan of a table over 10,000 rows is printed as FAIL.
+3. Every SQL statement the measured requests run (captured in-process: through the engine and on the asyncpg
+   pool of app/core/data.py) is EXPLAINed on the big database; a sequential scan of a table over 10,000 rows
+   is printed as FAIL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -25,6 +28,7 @@ import httpx
 from sqlalchemy import event
 
 from app.core import security
+from app.core.driver import Driver
 from app.main import create_app
 from app.state import state_of
 from bench import common
@@ -204,13 +208,32 @@ async def explain_all(dsn: str, world: dict[str, Any]) -> bool:
             if statement.lstrip().upper().startswith("SELECT"):
                 captured.append((current["name"], statement, parameters))
 
+        def log(record: Any) -> None:  # a statement on the app's asyncpg pool (app/core/data.py)
+            capture(None, None, record.query, record.args, None, False)
+
+        opened = Driver.connection
+
+        @asynccontextmanager
+        async def logged(driver: Driver) -> AsyncIterator[Any]:
+            async with opened(driver) as connection:
+                connection.add_query_logger(log)
+                try:
+                    yield connection
+                finally:
+                    connection.remove_query_logger(log)
+
         event.listen(state_of(app).engine.sync_engine, "before_cursor_execute", capture)
+        Driver.connection = logged  # type: ignore[method-assign, assignment]
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            for name, (token, path) in endpoints(world).items():
-                current["name"] = name
-                response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
-                response.raise_for_status()
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+                for name, (token, path) in endpoints(world).items():
+                    current["name"] = name
+                    response = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+                    response.raise_for_status()
+                    await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
+        finally:
+            Driver.connection = opened  # type: ignore[method-assign]
     connection = await asyncpg.connect(dsn)
     try:
         sizes = {

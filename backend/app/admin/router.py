@@ -33,7 +33,7 @@ SearchQuery = Annotated[str | None, Query(max_length=320, pattern=NO_NUL, descri
 
 @router.get("/users", operation_id="admin-users-list")
 async def list_users(
-    session: SessionDep,
+    data: DataDep,
     page: PageDep,
     sample: Annotated[EmailSample, Depends(email_sample)],
     search: SearchQuery = None,
@@ -42,7 +42,7 @@ async def list_users(
 ) -> Page[AdminUserRead]:
     """Every user, newest first; ``search`` matches the email or name (case-insensitive)."""
     users, total = await admin_service.list_users(
-        session,
+        data,
         limit=page.limit,
         offset=page.offset,
         search=search,
@@ -162,7 +162,7 @@ async def delete_organization(
 
 @router.get("/audit-events", operation_id="admin-audit-events-list")
 async def list_audit_events(
-    session: SessionDep,
+    data: DataDep,
     page: PageDep,
     actor_id: uuid.UUID | None = None,
     user_id: Annotated[uuid.UUID | None, Query(description="The subject user")] = None,
@@ -171,7 +171,7 @@ async def list_audit_events(
 ) -> Page[AuditEventRead]:
     """The audit log, newest first, filtered by actor, subject user, organization or action."""
     events, total = await audit_service.list_events(
-        session, limit=page.limit, offset=page.offset, actor_id=actor_id, user_id=user_id, org_id=org_id, action=action
+        data, limit=page.limit, offset=page.offset, actor_id=actor_id, user_id=user_id, org_id=org_id, action=action
     )
     items = [AuditEventRead.model_validate(event) for event in events]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)

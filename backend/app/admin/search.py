@@ -16,11 +16,12 @@ import math
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fastapi import Request
-from sqlalchemy import ColumnElement, and_, or_, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, String, and_, bindparam, or_, text
 
+from app.core.data import Data, Query, scalar
 from app.state import state_of
 from app.users.models import User
 
@@ -77,19 +78,43 @@ def email_keys(text: str, sample: Sequence[str] = ()) -> tuple[list[str], bool]:
     return keys, not (keys and some_common)
 
 
-def user_search(text: str, sample: Sequence[str] = ()) -> ColumnElement[bool]:
-    """``text`` is a case-insensitive substring of the email or of the name.
+@dataclass(frozen=True, slots=True)
+class UserSearch:
+    """One search: the shape of its statement (``user_matches``) and the values it is run with."""
 
-    The email side: the pieces of ``email_keys`` as plain ``LIKE``s, each its own GIN scan key, and the exact
-    ``ILIKE`` last (GIN takes the keys in this order, and a first key with several trigrams would drive the
-    scan), or, when common pieces were left out, the exact ``ILIKE`` on ``email || ''``: not the indexed
-    expression, so a filter on the rows the pieces leave. The name side is one ``ILIKE`` (names are not
-    lower-cased).
-    """
-    pattern = like_pattern(text)
+    pieces: tuple[str, ...]  # the email index's keys (``email_keys``)
+    exact_is_key: bool
+    pattern: str  # ``like_pattern`` of the text
+
+    @property
+    def shape(self) -> tuple[int, bool]:
+        """What the statement depends on: how many pieces, and whether the exact test is an index key."""
+        return len(self.pieces), self.exact_is_key
+
+    def params(self) -> dict[str, str]:
+        """The values of ``user_matches(*self.shape)``: ``piece_0`` ... and ``pattern``."""
+        return {"pattern": self.pattern, **{f"piece_{i}": f"%{piece}%" for i, piece in enumerate(self.pieces)}}
+
+
+def user_search(text: str, sample: Sequence[str] = ()) -> UserSearch:
+    """``text`` as a search: its index keys given the ``sample`` of emails, and its pattern."""
     pieces, exact_is_key = email_keys(text, sample)
+    return UserSearch(tuple(pieces), exact_is_key, like_pattern(text))
+
+
+def user_matches(pieces: int, exact_is_key: bool) -> ColumnElement[bool]:
+    """The search's condition (values: ``UserSearch.params``): a case-insensitive substring of the email or name.
+
+    The email side: ``pieces`` plain ``LIKE``s (each its own GIN scan key), and the exact ``ILIKE`` last (GIN
+    takes the keys in this order, and a first key with several trigrams would drive the scan), or, when common
+    pieces were left out (not ``exact_is_key``), the exact ``ILIKE`` on ``email || ''``: not the indexed
+    expression, so a filter on the rows the pieces leave. The name side is one ``ILIKE`` (names are not
+    lower-cased). The pieces hold no wildcard (letters and digits), so they need no escape.
+    """
+    pattern = bindparam("pattern", type_=String)
     exact = User.email if exact_is_key else User.email.concat("")
-    email = and_(*(User.email.like(f"%{piece}%") for piece in pieces), exact.ilike(pattern, escape=LIKE_ESCAPE))
+    keys = (User.email.like(bindparam(f"piece_{i}", type_=String)) for i in range(pieces))
+    email = and_(*keys, exact.ilike(pattern, escape=LIKE_ESCAPE))
     return or_(email, User.full_name.ilike(pattern, escape=LIKE_ESCAPE))
 
 
@@ -108,25 +133,27 @@ class EmailSample:
         self._emails: tuple[str, ...] = ()
         self._read_at = -math.inf
 
-    async def emails(self, session: AsyncSession) -> tuple[str, ...]:
+    async def emails(self, data: Data) -> tuple[str, ...]:
         now = time.monotonic()
         if now - self._read_at >= self.REFRESH_SECONDS:
             self._read_at = now
-            self._emails = await self._read(session)
+            self._emails = await self._read(data)
         return self._emails
 
     @staticmethod
-    async def _read(session: AsyncSession) -> tuple[str, ...]:
-        if session.get_bind().dialect.name != "postgresql":
+    async def _read(data: Data) -> tuple[str, ...]:
+        if data.engine.dialect.name != "postgresql":
             return ()
-        bounds = await session.scalar(
-            text(
-                "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
-                "AND tablename = :table AND attname = 'email' AND NOT inherited"
-            ),
-            {"table": User.__tablename__},
-        )
-        return tuple(bounds or ())
+        return tuple(await data.value(_HISTOGRAM) or ())
+
+
+_HISTOGRAM = Query(
+    text(
+        "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = current_schema() "
+        "AND tablename = :table AND attname = 'email' AND NOT inherited"
+    ).bindparams(table=User.__tablename__),
+    scalar,
+)
 
 
 async def email_sample(request: Request) -> EmailSample:

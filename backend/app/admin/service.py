@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy import Boolean, ColumnElement, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.schemas import AdminUserUpdate
-from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_search
+from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_matches, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
@@ -22,7 +23,7 @@ from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
 from app.users import lifecycle
 from app.users import service as user_service
-from app.users.models import User, UserRow
+from app.users.models import USER_COLUMNS, User, UserRow
 
 
 async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
@@ -36,8 +37,60 @@ async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
 # --- users --------------------------------------------------------------------------------------------
 
 
+_N = len(USER_COLUMNS)
+_NEWEST_FIRST = (User.created_at.desc(), User.id)
+
+
+def _user_filters(is_active: bool, is_superuser: bool) -> list[ColumnElement[bool]]:
+    """The filters present (the columns are NOT NULL: ``=`` is ``IS``); their values are parameters."""
+    filters: list[ColumnElement[bool]] = []
+    if is_active:
+        filters.append(User.is_active == bindparam("is_active", type_=Boolean))
+    if is_superuser:
+        filters.append(User.is_superuser == bindparam("is_superuser", type_=Boolean))
+    return filters
+
+
+@functools.cache
+def _user_list(is_active: bool, is_superuser: bool) -> tuple[Query[int], Query[UserRow]]:
+    """Count and page of the users with these filters present, newest first: one pair per shape, built once."""
+    where = _user_filters(is_active, is_superuser)
+    return (
+        Query(select(func.count()).select_from(User).where(*where), scalar),
+        Query(paged(select(*USER_COLUMNS).where(*where).order_by(*_NEWEST_FIRST)), UserRow),
+    )
+
+
+def _found_user(*values: Any) -> tuple[UserRow, int]:
+    return UserRow(*values[:_N]), values[_N]
+
+
+@functools.cache
+def _user_search(
+    is_active: bool, is_superuser: bool, pieces: int, exact_is_key: bool
+) -> tuple[Query[int], Query[tuple[UserRow, int]]]:
+    """Count and page (each user with the search's total) of a search of this shape (``search.user_matches``).
+
+    A search walks the trigram indexes once: the page and its exact total (count(*) OVER () of the same matches)
+    come from one statement, the page's users joined back by primary key. Past the last page there is no row to
+    carry the total, so it is counted apart. Without a search, count + page stay: there PostgreSQL counts in
+    parallel and keeps only the top rows of its sort, where a window count sorts every row (1,000,000 users:
+    0.5 s -> 1.4 s). A search matching nearly every row pays that too (docs/SCALING.md).
+    """
+    where = [*_user_filters(is_active, is_superuser), user_matches(pieces, exact_is_key)]
+    page = paged(
+        select(User.id, User.created_at, func.count().over().label("total")).where(*where).order_by(*_NEWEST_FIRST)
+    ).subquery("page")
+    rows = (
+        select(*USER_COLUMNS, page.c.total)
+        .join_from(User, page, User.id == page.c.id)
+        .order_by(page.c.created_at.desc(), page.c.id)
+    )
+    return Query(select(func.count()).select_from(User).where(*where), scalar), Query(rows, _found_user)
+
+
 async def list_users(
-    session: AsyncSession,
+    data: Data,
     *,
     limit: int,
     offset: int,
@@ -45,41 +98,25 @@ async def list_users(
     is_active: bool | None = None,
     is_superuser: bool | None = None,
     sample: EmailSample | None = None,
-) -> tuple[list[User], int]:
+) -> tuple[list[UserRow], int]:
     """A page of users, newest first, and their total. ``sample`` tells a search which pieces of its text are
-    worth an index look-up (``app/admin/search.py``)."""
-    conditions: list[ColumnElement[bool]] = []
-    if is_active is not None:
-        conditions.append(User.is_active.is_(is_active))
-    if is_superuser is not None:
-        conditions.append(User.is_superuser.is_(is_superuser))
-    newest_first = (User.created_at.desc(), User.id)
+    worth an index look-up (``app/admin/search.py``). Each shape of statement (filters present, the search's
+    pieces) is built and compiled once; the values are its parameters."""
+    params: dict[str, Any] = {
+        name: value for name, value in (("is_active", is_active), ("is_superuser", is_superuser)) if value is not None
+    }
+    filters = (is_active is not None, is_superuser is not None)
     if not (search and search.strip()):
-        total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
-        query = select(User).where(*conditions).order_by(*newest_first).limit(limit).offset(offset)
-        return list(await session.scalars(query)), int(total or 0)
-    # A search walks the trigram indexes once: the page and its exact total (count(*) OVER () of the same
-    # matches) come from one statement, the page's users joined back by primary key. Past the last page
-    # there is no row to carry the total, so it is counted apart. Without a search, count + page stay: there
-    # PostgreSQL counts in parallel and keeps only the top rows of its sort, where a window count sorts every
-    # row (1,000,000 users: 0.5 s -> 1.4 s). A search matching nearly every row pays that too (docs/SCALING.md).
-    conditions.append(user_search(search.strip(), await sample.emails(session) if sample else ()))
-    page = (
-        select(User.id, User.created_at, func.count().over().label("total"))
-        .where(*conditions)
-        .order_by(*newest_first)
-        .limit(limit)
-        .offset(offset)
-        .subquery("page")
-    )
-    found = (
-        await session.execute(
-            select(User, page.c.total).join(page, User.id == page.c.id).order_by(page.c.created_at.desc(), page.c.id)
-        )
-    ).all()
-    if found:
-        return [user for user, _ in found], int(found[0].total)
-    total = await session.scalar(select(func.count()).select_from(User).where(*conditions)) if offset else 0
+        count, rows = _user_list(*filters)
+        return await data.page(count, rows, limit=limit, offset=offset, **params)
+    found = user_search(search.strip(), await sample.emails(data) if sample else ())
+    count, matches = _user_search(*filters, *found.shape)
+    params.update(found.params())
+    async with data.connection() as connection:
+        page = await connection.all(matches, limit=limit, offset=offset, **params)
+        if page:
+            return [user for user, _ in page], int(page[0][1])
+        total = await connection.value(count, **params) if offset else 0
     return [], int(total or 0)
 
 

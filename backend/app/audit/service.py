@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,6 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Insert,
-    Select,
     String,
     Table,
     Text,
@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit.models import AuditEvent
-from app.core.data import Data, Query, paged, scalar
+from app.core.data import Data, Query, Statements, paged, scalar
 from app.core.db import new_id, utcnow
 
 # Keys whose values never enter an audit event, whatever a caller passes.
@@ -146,52 +146,62 @@ class AuditEventRow:
     created_at: datetime
 
 
-_OF_ORG = AuditEvent.org_id == bindparam("org_id")
-_ORG_EVENTS_COUNT = Query(select(func.count()).select_from(AuditEvent).where(_OF_ORG), scalar)
-_ORG_EVENTS = Query(
-    paged(
-        select(
-            AuditEvent.id,
-            AuditEvent.action,
-            AuditEvent.actor_id,
-            AuditEvent.actor_api_key_id,
-            AuditEvent.subject_user_id,
-            AuditEvent.org_id,
-            AuditEvent.ip_address,
-            AuditEvent.details,
-            AuditEvent.created_at,
-        )
+_EVENT_FILTERS = {
+    "actor_id": AuditEvent.actor_id,
+    "user_id": AuditEvent.subject_user_id,
+    "org_id": AuditEvent.org_id,
+    "action": AuditEvent.action,
+}
+"""The filters of an event list, by parameter name (each served by its ``(column, created_at)`` index)."""
+
+
+@functools.cache
+def _events(filters: tuple[str, ...]) -> tuple[Query[int], Query[AuditEventRow]]:
+    """Count and page of the events matching ``filters`` (names of ``_EVENT_FILTERS``, in its order), newest
+    first: one pair per combination, built and compiled once; the values are parameters."""
+    where = [_EVENT_FILTERS[name] == bindparam(name) for name in filters]
+    rows = select(
+        AuditEvent.id,
+        AuditEvent.action,
+        AuditEvent.actor_id,
+        AuditEvent.actor_api_key_id,
+        AuditEvent.subject_user_id,
+        AuditEvent.org_id,
+        AuditEvent.ip_address,
+        AuditEvent.details,
+        AuditEvent.created_at,
     )
-    .where(_OF_ORG)
-    .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()),
-    AuditEventRow,
-)
+    return (
+        Query(select(func.count()).select_from(AuditEvent).where(*where), scalar),
+        Query(paged(rows.where(*where).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())), AuditEventRow),
+    )
 
 
 async def list_org_events(data: Data, *, org_id: uuid.UUID, limit: int, offset: int) -> tuple[list[AuditEventRow], int]:
     """An organization's events, newest first, and how many there are (counted exactly, through its index)."""
-    return await data.page(_ORG_EVENTS_COUNT, _ORG_EVENTS, org_id=org_id, limit=limit, offset=offset)
+    count, rows = _events(("org_id",))
+    return await data.page(count, rows, org_id=org_id, limit=limit, offset=offset)
 
 
 EXACT_COUNT_UP_TO = 100_000
 
+_ESTIMATED_SIZE = Query(text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('audit_events')"), scalar)
 
-async def _estimated_size(session: AsyncSession) -> int | None:
+
+async def _estimated_size(connection: Statements) -> int | None:
     """The planner's row estimate of the whole log, when it is so large that counting it would scan it all.
 
     Filtered lists are counted exactly (through their indexes); the unfiltered total of a log past
     EXACT_COUNT_UP_TO rows is PostgreSQL's estimate, so the first page costs the same at any size.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not connection.postgresql:
         return None
-    estimate = await session.scalar(
-        text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('audit_events')")
-    )
+    estimate = await connection.value(_ESTIMATED_SIZE)
     return int(estimate) if estimate is not None and estimate > EXACT_COUNT_UP_TO else None
 
 
 async def list_events(
-    session: AsyncSession,
+    data: Data,
     *,
     limit: int,
     offset: int,
@@ -199,24 +209,17 @@ async def list_events(
     user_id: uuid.UUID | None = None,
     org_id: uuid.UUID | None = None,
     action: str | None = None,
-) -> tuple[list[AuditEvent], int]:
-    query: Select[AuditEvent] = select(AuditEvent)
-    if actor_id is not None:
-        query = query.where(AuditEvent.actor_id == actor_id)
-    if user_id is not None:
-        query = query.where(AuditEvent.subject_user_id == user_id)
-    if org_id is not None:
-        query = query.where(AuditEvent.org_id == org_id)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    filtered = any(value is not None for value in (actor_id, user_id, org_id, action))
-    total = None if filtered else await _estimated_size(session)
-    if total is None:
-        total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit).offset(offset)
-    )
-    return list(rows), int(total or 0)
+) -> tuple[list[AuditEventRow], int]:
+    """The log, newest first, filtered by whichever of actor, subject user, organization and action are given."""
+    values = {"actor_id": actor_id, "user_id": user_id, "org_id": org_id, "action": action}
+    params = {name: value for name, value in values.items() if value is not None}
+    count, rows = _events(tuple(params))
+    async with data.connection() as connection:
+        total = None if params else await _estimated_size(connection)
+        if total is None:
+            total = await connection.value(count, **params)
+        items = await connection.all(rows, limit=limit, offset=offset, **params)
+    return items, int(total or 0)
 
 
 # --- erasure (app/users/lifecycle.py) ---------------------------------------------------------------------

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.admin import service as admin_service
 from app.admin.search import MAX_PIECES, EmailSample, email_keys, email_pieces
+from app.core.data import Data
+from app.core.driver import Driver
 from app.state import state_of
 from tests.conftest import requires_postgres
 from tests.factories import create_user
@@ -174,7 +179,7 @@ class FixedSample(EmailSample):
         super().__init__()
         self.fixed = tuple(emails)
 
-    async def emails(self, session: AsyncSession) -> tuple[str, ...]:
+    async def emails(self, data: Data) -> tuple[str, ...]:
         return self.fixed
 
 
@@ -186,10 +191,9 @@ async def test_the_sample_changes_the_cost_never_the_answer(app: FastAPI, people
     samples = [[], ["user4242x-a@example.com"], ["r42-use-242@example.com", "user4242@example.com"], ["zzz"]]
     answers = []
     for sample in samples:
-        async with state_of(app).sessionmaker() as session:
-            users, total = await admin_service.list_users(
-                session, limit=100, offset=0, search=search, sample=FixedSample(sample)
-            )
+        users, total = await admin_service.list_users(
+            state_of(app).data, limit=100, offset=0, search=search, sample=FixedSample(sample)
+        )
         answers.append(({str(user.id) for user in users}, total))
     assert all(answer == answers[0] for answer in answers), answers
     assert answers[0][1] == len(answers[0][0])
@@ -224,18 +228,18 @@ async def test_sample_is_the_planner_statistics_reread_after_a_while(
     clock = [1000.0]
     monkeypatch.setattr("app.admin.search.time.monotonic", lambda: clock[0])
     sample = EmailSample()
+    data = state_of(app).data
+    first = await sample.emails(data)
+    assert first and all(email.startswith("first") for email in first)
     async with state_of(app).sessionmaker() as session:
-        first = await sample.emails(session)
-        assert first and all(email.startswith("first") for email in first)
         await session.execute(text("UPDATE users SET email = replace(email, 'first', 'second')"))
         await session.commit()
     await _analyze(app)
-    async with state_of(app).sessionmaker() as session:
-        clock[0] += EmailSample.REFRESH_SECONDS - 1
-        assert await sample.emails(session) == first  # not read again yet
-        clock[0] += 1
-        again = await sample.emails(session)
-        assert again and all(email.startswith("second") for email in again)
+    clock[0] += EmailSample.REFRESH_SECONDS - 1
+    assert await sample.emails(data) == first  # not read again yet
+    clock[0] += 1
+    again = await sample.emails(data)
+    assert again and all(email.startswith("second") for email in again)
 
 
 async def test_no_sample_on_sqlite() -> None:
@@ -243,8 +247,7 @@ async def test_no_sample_on_sqlite() -> None:
     database, so the test runs whichever database the suite is on."""
     engine = create_async_engine("sqlite+aiosqlite://")
     try:
-        async with AsyncSession(engine) as session:
-            assert await EmailSample().emails(session) == ()
+        assert await EmailSample().emails(Data(engine, None)) == ()
     finally:
         await engine.dispose()
 
@@ -256,24 +259,41 @@ def _nodes(node: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return found
 
 
-async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[str, str], search: str) -> dict[str, Any]:
+@asynccontextmanager
+async def _driver_statements(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Each statement sent on the app's asyncpg pool (the one data path on PostgreSQL), with its arguments."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    def log(record: Any) -> None:
+        sent.append((record.query, tuple(record.args)))
+
+    opened = Driver.connection
+
+    @asynccontextmanager
+    async def logged(driver: Driver) -> AsyncIterator[Any]:
+        async with opened(driver) as connection:
+            connection.add_query_logger(log)
+            try:
+                yield connection
+            finally:
+                connection.remove_query_logger(log)
+
+    monkeypatch.setattr(Driver, "connection", logged)
+    yield sent
+    await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
+    monkeypatch.setattr(Driver, "connection", opened)
+
+
+async def _search_plan(
+    client: httpx.AsyncClient, app: FastAPI, headers: dict[str, str], search: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     """The plan (sequential scans off: the test tables are small) of the statement a search runs, and its total."""
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if "count(" in statement:
-            captured.append((statement, parameters))
-
-    engine = state_of(app).engine
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    async with _driver_statements(monkeypatch) as sent:
         response = await client.get(USERS, params={"search": search}, headers=headers)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
-    [(statement, parameters)] = captured
-    async with engine.begin() as connection:
+    [(statement, parameters)] = [(sql, args) for sql, args in sent if "count(" in sql]
+    async with state_of(app).engine.begin() as connection:
         await connection.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = (await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", tuple(parameters))).scalar()
+        plan = (await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)).scalar()
         assert plan is not None
     root: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     return {**root, "total": response.json()["total"]}
@@ -281,10 +301,14 @@ async def _search_plan(client: httpx.AsyncClient, app: FastAPI, headers: dict[st
 
 @requires_postgres()
 async def test_without_common_pieces_the_exact_test_is_the_last_index_key(
-    client: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], people: dict[str, str]
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    admin_headers: dict[str, str],
+    people: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     state_of(app).email_sample = FixedSample([])  # no statistics: no piece is common
-    plan = await _search_plan(client, app, admin_headers, "User4242")
+    plan = await _search_plan(client, app, admin_headers, "User4242", monkeypatch)
     assert plan["total"] == 3  # people's "email", "email_upper" and "name"
     by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}
     condition = by_index["ix_users_email_trgm"]
@@ -298,13 +322,17 @@ async def test_without_common_pieces_the_exact_test_is_the_last_index_key(
 
 @requires_postgres()
 async def test_rare_pieces_are_the_index_keys_and_the_exact_test_a_filter(
-    client: httpx.AsyncClient, app: FastAPI, admin_headers: dict[str, str], people: dict[str, str]
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    admin_headers: dict[str, str],
+    people: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With "use" in most emails (the statistics say so), the email index looks up "r42" and "242" only; the
     exact ILIKE filters the rows they leave."""
     await _bulk_users(app, "user", 300)
     state_of(app).email_sample = EmailSample()  # the app outlives a test: a sample read by an earlier one is kept
-    plan = await _search_plan(client, app, admin_headers, "User4242")
+    plan = await _search_plan(client, app, admin_headers, "User4242", monkeypatch)
     assert plan["total"] == 3
     by_index = {node["Index Name"]: node["Index Cond"] for node in _nodes(plan, "Bitmap Index Scan")}
     condition = by_index["ix_users_email_trgm"]
