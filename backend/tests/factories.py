@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.auth import service as auth_service
 from app.core import security
+from app.core.data import in_session
 from app.state import state_of
 from app.users import service as user_service
 from app.users.models import User
@@ -70,7 +71,7 @@ async def create_user(
         user.is_active = is_active
         if profile:
             await user_service.get_or_create_profile(
-                session, user=user, full_name=full_name, credits=settings.DEFAULT_CREDITS
+                in_session(session), user_id=user.id, full_name=full_name, credits=settings.DEFAULT_CREDITS
             )
         result = TestUser(id=user.id, email=user.email, password=password)
         if logged_in:

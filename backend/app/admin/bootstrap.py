@@ -15,6 +15,7 @@ from app.auth import service as auth_service
 from app.auth.models import RevokeReason
 from app.auth.passwords import password_problem
 from app.core import security
+from app.core.data import in_session
 from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.users import service as user_service
@@ -79,7 +80,9 @@ async def ensure_superuser(
         await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.ADMIN)
     user.is_superuser = True
     user.is_active = True
-    await user_service.get_or_create_profile(session, user=user, full_name=None, credits=credits)
+    await user_service.get_or_create_profile(
+        in_session(session), user_id=user.id, full_name=user.full_name, credits=credits
+    )
     if created or promoted or claimed:
         await audit.record(
             session,

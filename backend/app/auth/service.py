@@ -24,7 +24,7 @@ from app.auth.exceptions import (
 )
 from app.auth.models import Aal, AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, RevokeReason
 from app.core import security
-from app.core.data import Data, Query, Statements, paged, scalar
+from app.core.data import Data, Query, Statements, in_session, paged, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
@@ -82,7 +82,9 @@ async def register(
     """A new own account with its profile (and starting credits). Raises EmailTakenError."""
     hashed = await security.hash_password(password)
     user = await user_service.create_user(session, email=email, hashed_password=hashed, full_name=full_name)
-    await user_service.get_or_create_profile(session, user=user, full_name=full_name, credits=settings.DEFAULT_CREDITS)
+    await user_service.get_or_create_profile(
+        in_session(session), user_id=user.id, full_name=full_name or user.full_name, credits=settings.DEFAULT_CREDITS
+    )
     await audit.record(session, "user.registered", actor_id=user.id, subject_user_id=user.id)
     return user
 

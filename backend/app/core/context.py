@@ -24,6 +24,10 @@ class RequestContext:
     user_agent: str | None
 
 
+NO_CONTEXT = RequestContext(ip_address=None, user_agent=None)
+"""Work no request asked for (start-up, a background job, the command line)."""
+
+
 async def request_context(request: Request) -> RequestContext:
     return RequestContext(ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
 

@@ -19,16 +19,19 @@ and a transaction of its own, several times the CPU of its SQL; here a page cost
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import Select, bindparam
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 
+from app.core.context import NO_CONTEXT, RequestContext, RequestContextDep
 from app.core.driver import Driver, DriverStatement
 from app.state import state_of
 
@@ -80,27 +83,48 @@ class Statements(Protocol):
 class _AsyncpgStatements:
     postgresql = True
 
-    def __init__(self, connection: asyncpg.Connection, dialect: Dialect) -> None:
+    def __init__(self, connection: asyncpg.Connection | None, dialect: Dialect) -> None:
         self._connection = connection
         self._dialect = dialect
 
+    async def _connect(self) -> asyncpg.Connection:
+        assert self._connection is not None
+        return self._connection
+
     async def one(self, query: Query[R], **params: Any) -> R | None:
         compiled = query.compiled(self._dialect)
-        record = await self._connection.fetchrow(compiled.sql, *compiled.args(params))
+        connection = await self._connect()
+        try:
+            record = await connection.fetchrow(compiled.sql, *compiled.args(params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(compiled.sql, None, exc) from exc
         return None if record is None else query.row(*record)
 
     async def all(self, query: Query[R], **params: Any) -> list[R]:
         compiled = query.compiled(self._dialect)
+        connection = await self._connect()
         make = query.row
-        return [make(*record) for record in await self._connection.fetch(compiled.sql, *compiled.args(params))]
+        try:
+            records = await connection.fetch(compiled.sql, *compiled.args(params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(compiled.sql, None, exc) from exc
+        return [make(*record) for record in records]
 
     async def value(self, query: Query[Any], **params: Any) -> Any:
         compiled = query.compiled(self._dialect)
-        return await self._connection.fetchval(compiled.sql, *compiled.args(params))
+        connection = await self._connect()
+        try:
+            return await connection.fetchval(compiled.sql, *compiled.args(params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(compiled.sql, None, exc) from exc
 
     async def run(self, query: Query[Any], **params: Any) -> None:
         compiled = query.compiled(self._dialect)
-        await self._connection.execute(compiled.sql, *compiled.args(params))
+        connection = await self._connect()
+        try:
+            await connection.execute(compiled.sql, *compiled.args(params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(compiled.sql, None, exc) from exc
 
 
 class _CoreStatements:
@@ -111,24 +135,150 @@ class _CoreStatements:
         bind = connection.get_bind() if isinstance(connection, AsyncSession) else connection
         self.postgresql = bind.dialect.name == "postgresql"
 
+    async def _connect(self) -> AsyncConnection | AsyncSession:
+        return self._connection
+
     async def one(self, query: Query[R], **params: Any) -> R | None:
-        row = (await self._connection.execute(query.statement, params)).one_or_none()
+        row = (await (await self._connect()).execute(query.statement, params)).one_or_none()
         return None if row is None else query.row(*row)
 
     async def all(self, query: Query[R], **params: Any) -> list[R]:
         make = query.row
-        return [make(*row) for row in await self._connection.execute(query.statement, params)]
+        return [make(*row) for row in await (await self._connect()).execute(query.statement, params)]
 
     async def value(self, query: Query[Any], **params: Any) -> Any:
-        return (await self._connection.execute(query.statement, params)).scalar()
+        return (await (await self._connect()).execute(query.statement, params)).scalar()
 
     async def run(self, query: Query[Any], **params: Any) -> None:
-        await self._connection.execute(query.statement, params)
+        await (await self._connect()).execute(query.statement, params)
 
 
 def in_session(session: AsyncSession | AsyncConnection) -> Statements:
     """The same queries inside a transaction (a request's session): for a write that reads what it changes."""
     return _CoreStatements(session)
+
+
+class Tx(Statements, Protocol):
+    """A transaction: every write runs in one, committed when its block ends (rolled back if it raises).
+
+    A request's is ``TxDep``: committed before the response is sent. It knows where the request came from
+    (``context``: the audit log's ``ip_address``, a new session's ``user_agent``), so no service takes those
+    as parameters. Nothing is sent until the first statement (a request refused before it writes costs no
+    ``BEGIN``), and the connection is taken only then, after the caller's and the guard's reads gave theirs back.
+    """
+
+    context: RequestContext
+
+    async def commit(self) -> None:
+        """Make what was written so far durable now (an audit event that must outlive the 401 raised next);
+        the next statement begins a new transaction."""
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested block rolled back alone when it raises (the transaction goes on)."""
+
+    async def attempt(self, query: Query[Any], **params: Any) -> bool:
+        """Run ``query`` in a savepoint: False when a constraint refused it (a concurrent insert won), with the
+        rest of the transaction intact, for the caller to raise its precise conflict or try another value."""
+
+
+class _TxMixin:
+    async def attempt(self: Tx, query: Query[Any], **params: Any) -> bool:
+        try:
+            async with self.savepoint():
+                await self.run(query, **params)
+        except IntegrityError:
+            return False
+        return True
+
+
+class _AsyncpgTx(_TxMixin, _AsyncpgStatements):
+    """A transaction on a connection of the asyncpg pool, taken and begun at the first statement."""
+
+    def __init__(self, driver: Driver, dialect: Dialect, context: RequestContext) -> None:
+        super().__init__(None, dialect)
+        self.context = context
+        self._driver = driver
+        self._lease: AbstractAsyncContextManager[asyncpg.Connection] | None = None
+        self._transaction: Any = None  # asyncpg's Transaction while one is open
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._connection is None:
+            lease = self._driver.connection()
+            self._connection = await lease.__aenter__()
+            self._lease = lease
+        if self._transaction is None:
+            transaction = self._connection.transaction()
+            await transaction.start()
+            self._transaction = transaction
+        return self._connection
+
+    async def commit(self) -> None:
+        if self._transaction is not None:
+            transaction, self._transaction = self._transaction, None
+            await transaction.commit()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        connection = await self._connect()
+        async with connection.transaction():  # nested in the open one: SAVEPOINT ... RELEASE / ROLLBACK TO
+            yield
+
+    async def finish(self, error: BaseException | None) -> None:
+        """Commit (``error`` None) or roll back, then give the connection back to the pool."""
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        transaction, self._transaction = self._transaction, None
+        try:
+            if transaction is not None:
+                await (transaction.rollback() if error is not None else transaction.commit())
+        except BaseException as exc:
+            # The pool's lease decides what a failed commit or rollback means (a lost connection: 503).
+            if not await lease.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+            return
+        await lease.__aexit__(*_exc_info(error))
+
+
+def _exc_info(
+    error: BaseException | None,
+) -> tuple[type[BaseException] | None, BaseException | None, TracebackType | None]:
+    return (None, None, None) if error is None else (type(error), error, error.__traceback__)
+
+
+class _CoreTx(_TxMixin, _CoreStatements):
+    """A transaction through SQLAlchemy Core (SQLite): ``BEGIN IMMEDIATE`` at the first statement."""
+
+    def __init__(self, engine: AsyncEngine, context: RequestContext) -> None:
+        self.context = context
+        self.postgresql = engine.dialect.name == "postgresql"
+        self._engine = engine
+        self._open: AsyncConnection | None = None
+
+    async def _connect(self) -> AsyncConnection:
+        if self._open is None:
+            self._open = await self._engine.connect()
+        return self._open
+
+    async def commit(self) -> None:
+        if self._open is not None and self._open.in_transaction():
+            await self._open.commit()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        connection = await self._connect()
+        async with connection.begin_nested():
+            yield
+
+    async def finish(self, error: BaseException | None) -> None:
+        connection, self._open = self._open, None
+        if connection is None:
+            return
+        try:
+            if connection.in_transaction():
+                await (connection.rollback() if error is not None else connection.commit())
+        finally:
+            await connection.close()
 
 
 class Data:
@@ -156,6 +306,21 @@ class Data:
             return
         async with self.engine.connect() as connection:
             yield _CoreStatements(await connection.execution_options(**SQLITE_READ))
+
+    @asynccontextmanager
+    async def transaction(self, context: RequestContext = NO_CONTEXT) -> AsyncIterator[Tx]:
+        """A transaction (``Tx``) for the block: committed when it ends, rolled back if it raises."""
+        tx: _AsyncpgTx | _CoreTx = (
+            _AsyncpgTx(self.driver, self.engine.dialect, context)
+            if self.driver is not None
+            else _CoreTx(self.engine, context)
+        )
+        try:
+            yield tx
+        except BaseException as error:
+            await tx.finish(error)
+            raise
+        await tx.finish(None)
 
     async def one(self, query: Query[R], **params: Any) -> R | None:
         async with self.connection() as connection:
@@ -190,3 +355,13 @@ async def request_data(request: Request) -> Data:
 
 DataDep = Annotated[Data, Depends(request_data)]
 """The reads of a handler that needs no transaction: a page, the caller's own rows."""
+
+
+async def request_transaction(request: Request, context: RequestContextDep) -> AsyncIterator[Tx]:
+    """One request, one transaction: committed before the response is sent, rolled back on error."""
+    async with state_of(request.app).data.transaction(context) as tx:
+        yield tx
+
+
+TxDep = Annotated[Tx, Depends(request_transaction, scope="function")]
+"""The writes of a handler (and the reads a write depends on), in one transaction."""

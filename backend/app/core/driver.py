@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -50,11 +50,27 @@ class DriverStatement:
         self._constants = {
             name: bind.effective_value for name, bind in self._compiled.binds.items() if not bind.required
         }
+        # Python-side column defaults an INSERT or UPDATE leaves to its execution (``default=new_id``,
+        # ``onupdate=utcnow``): SQLAlchemy computes them when it executes a statement, so must this. Without it a
+        # column left out would be written as NULL.
+        compiled = self._compiled
+        self._generated: dict[str, Callable[[Any], Any]] = {}
+        for columns, kind in ((compiled.insert_prefetch, "default"), (compiled.update_prefetch, "onupdate")):
+            for column in columns:
+                generator = getattr(column, kind)
+                if generator is not None and generator.is_callable:
+                    self._generated[column.key] = generator.arg
+                elif generator is not None and generator.is_scalar:
+                    self._constants[column.key] = generator.arg
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        """The positional arguments: ``params`` by name, the statement's own constants for the rest."""
-        constants = self._constants
-        return [params[name] if name in params else constants[name] for name in self._order]
+        """The positional arguments: ``params`` by name, the statement's own constants or generated defaults for
+        the rest."""
+        return [params[name] if name in params else self._missing(name) for name in self._order]
+
+    def _missing(self, name: str) -> Any:
+        generate = self._generated.get(name)
+        return self._constants[name] if generate is None else generate(None)
 
 
 async def take_turn(gate: asyncio.Semaphore, seconds: float) -> None:

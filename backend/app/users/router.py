@@ -7,7 +7,7 @@ from app.auth import mail
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentPrincipal, CurrentUser, OptionalPrincipal
 from app.core.context import RequestContextDep
-from app.core.data import DataDep
+from app.core.data import DataDep, TxDep
 from app.core.db import SessionDep
 from app.core.schemas import ACCEPTED, Accepted
 from app.core.settings import SettingsDep
@@ -160,15 +160,16 @@ async def read_profile(user: CurrentUser, data: DataDep) -> ProfileRead:
 async def create_profile(
     user: CurrentUser,
     response: Response,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
     body: ProfileCreate | None = None,
 ) -> ProfileRead:
     """Get-or-create: 201 with a new profile (and the starting credits), 200 with the existing one.
 
     The body is optional (a bare ``POST /profile`` works); safe however many calls race."""
+    full_name = (body.full_name if body else None) or user.full_name
     profile, created = await user_service.get_or_create_profile(
-        session, user=user, full_name=body.full_name if body else None, credits=settings.DEFAULT_CREDITS
+        tx, user_id=user.id, full_name=full_name, credits=settings.DEFAULT_CREDITS
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -176,7 +177,7 @@ async def create_profile(
 
 
 @router.put("/profile", operation_id="profile-update")
-async def update_profile(body: ProfileUpdate, user: CurrentUser, session: SessionDep) -> ProfileRead:
+async def update_profile(body: ProfileUpdate, user: CurrentUser, tx: TxDep) -> ProfileRead:
     """Change the name or avatar; credits are never set here (unknown fields are refused with 422)."""
-    profile = await user_service.update_profile(session, user_id=user.id, changes=body)
+    profile = await user_service.update_profile(tx, user_id=user.id, changes=body)
     return ProfileRead.model_validate(profile)

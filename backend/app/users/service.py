@@ -11,13 +11,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.exceptions import InvalidCredentialsError
-from app.core.data import Data, Query, in_session
+from app.core.data import Data, Query, Statements, Tx, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
-from app.core.updates import apply_changes
+from app.core.updates import Update, apply_changes, sent_values
 from app.credits import service as credit_service
 from app.users.exceptions import EmailTakenError, LastSuperuserError, ProfileNotFoundError, UserNotFoundError
-from app.users.models import AnyUser, AuthProvider, Profile, User
+from app.users.models import AuthProvider, Profile, User
 from app.users.schemas import ProfileUpdate, UserUpdate
 
 SIGNUP_CREDITS_REASON = "signup_bonus"
@@ -174,31 +174,6 @@ async def link_supabase_identity(
     return result.scalar_one_or_none() is not None
 
 
-async def get_or_create_profile(
-    session: AsyncSession, *, user: AnyUser, full_name: str | None, credits: int
-) -> tuple[Profile, bool]:
-    """One profile per user, however many callers race: INSERT ... ON CONFLICT DO NOTHING.
-
-    A new profile starts with ``credits``, granted through the ledger (its row and audit event).
-    """
-    now = utcnow()
-    insert = _insert_for(session)
-    statement = (
-        insert(Profile)
-        .values(id=user.id, full_name=full_name or user.full_name, credits=0, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Profile.id)
-    )
-    created = (await session.execute(statement)).scalar_one_or_none() is not None
-    if created and credits:
-        await credit_service.grant_starting_credits(
-            in_session(session), user_id=user.id, amount=credits, reason=SIGNUP_CREDITS_REASON
-        )
-    profile = await session.get(Profile, user.id, populate_existing=True)
-    assert profile is not None
-    return profile, created
-
-
 @dataclass(frozen=True, slots=True)
 class ProfileRow:
     id: uuid.UUID
@@ -209,15 +184,48 @@ class ProfileRow:
     updated_at: datetime
 
 
-_PROFILE = Query(
-    select(
-        Profile.id, Profile.full_name, Profile.avatar_url, Profile.credits, Profile.created_at, Profile.updated_at
-    ).where(Profile.id == bindparam("user_id")),
-    ProfileRow,
+_PROFILE_COLUMNS = (
+    Profile.id,
+    Profile.full_name,
+    Profile.avatar_url,
+    Profile.credits,
+    Profile.created_at,
+    Profile.updated_at,
 )
+_PROFILE = Query(select(*_PROFILE_COLUMNS).where(Profile.id == bindparam("user_id")), ProfileRow)
+# ON CONFLICT DO NOTHING renders on SQLite as on PostgreSQL: one statement for both.
+_NEW_PROFILE = Query(
+    postgresql.insert(Profile)
+    .values(
+        id=bindparam("user_id"),
+        full_name=bindparam("full_name"),
+        credits=0,
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(Profile.id),
+    scalar,
+)
+_UPDATE_PROFILE = Update(Profile, returning=_PROFILE_COLUMNS, row=ProfileRow)
 
 
-async def read_profile(data: Data, user_id: uuid.UUID) -> ProfileRow:
+async def get_or_create_profile(
+    tx: Statements, *, user_id: uuid.UUID, full_name: str | None, credits: int
+) -> tuple[ProfileRow, bool]:
+    """One profile per user, however many callers race: INSERT ... ON CONFLICT DO NOTHING.
+
+    A new profile starts with ``credits``, granted through the ledger (its row and audit event).
+    """
+    created = await tx.value(_NEW_PROFILE, user_id=user_id, full_name=full_name, now=utcnow()) is not None
+    if created and credits:
+        await credit_service.grant_starting_credits(tx, user_id=user_id, amount=credits, reason=SIGNUP_CREDITS_REASON)
+    profile = await tx.one(_PROFILE, user_id=user_id)
+    assert profile is not None
+    return profile, created
+
+
+async def read_profile(data: Data | Statements, user_id: uuid.UUID) -> ProfileRow:
     """The caller's profile (ProfileNotFoundError until it is created)."""
     profile = await data.one(_PROFILE, user_id=user_id)
     if profile is None:
@@ -225,21 +233,14 @@ async def read_profile(data: Data, user_id: uuid.UUID) -> ProfileRow:
     return profile
 
 
-async def find_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile | None:
-    return await session.get(Profile, user_id)
-
-
-async def get_profile(session: AsyncSession, user_id: uuid.UUID) -> Profile:
-    profile = await find_profile(session, user_id)
+async def update_profile(tx: Tx, *, user_id: uuid.UUID, changes: ProfileUpdate) -> ProfileRow:
+    values = sent_values(Profile, changes)
+    if not values:
+        return await read_profile(tx, user_id)
+    query, params = _UPDATE_PROFILE(user_id, values)
+    profile = await tx.one(query, **params)
     if profile is None:
         raise ProfileNotFoundError()
-    return profile
-
-
-async def update_profile(session: AsyncSession, *, user_id: uuid.UUID, changes: ProfileUpdate) -> Profile:
-    profile = await get_profile(session, user_id)
-    apply_changes(profile, changes)
-    await session.flush()
     return profile
 
 

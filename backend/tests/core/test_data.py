@@ -11,16 +11,22 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.exc import IntegrityError
 
+from app.audit import service as audit
+from app.audit.models import AuditEvent
 from app.auth.identity import SESSION_USER
-from app.core.data import Query, in_session
+from app.core.context import RequestContext
+from app.core.data import Query, in_session, scalar
+from app.core.db import utcnow
 from app.core.driver import Driver
 from app.credits import service as credit_service
 from app.orgs import service as org_service
 from app.state import state_of
 from app.users import service as user_service
+from app.users.models import Profile
 from bench import ceiling_app
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import create_user
@@ -124,3 +130,122 @@ async def test_a_page_past_its_rows_still_counts(app: FastAPI) -> None:
 @pytest.mark.asyncio
 async def test_unknown_rows_are_none(app: FastAPI) -> None:
     assert await state_of(app).data.one(user_service._PROFILE, user_id=uuid.uuid4()) is None
+
+
+# --- writes: Data.transaction / TxDep ------------------------------------------------------------------------
+
+_NAME = Query(select(Profile.full_name).where(Profile.id == bindparam("user_id")), scalar)
+_RENAME = Query(update(Profile).where(Profile.id == bindparam("user_id")).values(full_name=bindparam("name")), scalar)
+_NEW = Query(
+    insert(Profile).values(
+        id=bindparam("user_id"), full_name=None, credits=0, created_at=bindparam("now"), updated_at=bindparam("now")
+    ),
+    scalar,
+)
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_commits_when_its_block_ends(app: FastAPI) -> None:
+    user = await create_user(app)
+    data = state_of(app).data
+    async with data.transaction() as tx:
+        await tx.run(_RENAME, user_id=user.id, name="Kept")
+        assert await tx.value(_NAME, user_id=user.id) == "Kept"  # its own writes are visible inside
+    assert await data.value(_NAME, user_id=user.id) == "Kept"
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_that_raises_writes_nothing(app: FastAPI) -> None:
+    user = await create_user(app, full_name="Before")
+    data = state_of(app).data
+    with pytest.raises(RuntimeError):
+        async with data.transaction() as tx:
+            await tx.run(_RENAME, user_id=user.id, name="Lost")
+            raise RuntimeError("refused")
+    assert await data.value(_NAME, user_id=user.id) == "Before"
+
+
+@pytest.mark.asyncio
+async def test_commit_keeps_what_was_written_before_it(app: FastAPI) -> None:
+    user = await create_user(app, full_name="Before")
+    data = state_of(app).data
+    with pytest.raises(RuntimeError):
+        async with data.transaction() as tx:
+            await tx.run(_RENAME, user_id=user.id, name="Committed")
+            await tx.commit()  # e.g. an audit event that must outlive the 401 raised next
+            await tx.run(_RENAME, user_id=user.id, name="Lost")
+            raise RuntimeError("refused")
+    assert await data.value(_NAME, user_id=user.id) == "Committed"
+
+
+@pytest.mark.asyncio
+async def test_attempt_is_false_on_a_conflict_and_the_transaction_goes_on(app: FastAPI) -> None:
+    user = await create_user(app, full_name="Before")  # has a profile: a second one conflicts
+    data = state_of(app).data
+    async with data.transaction() as tx:
+        await tx.run(_RENAME, user_id=user.id, name="Kept")
+        assert await tx.attempt(_NEW, user_id=user.id, now=utcnow()) is False
+        assert await tx.attempt(_NEW, user_id=(other := uuid.uuid4()), now=utcnow()) is False  # no such user (FK)
+        await tx.run(_RENAME, user_id=user.id, name="Kept too")
+    assert await data.value(_NAME, user_id=user.id) == "Kept too"
+    assert await data.value(_NAME, user_id=other) is None
+
+
+@pytest.mark.asyncio
+async def test_a_constraint_violation_is_an_integrity_error_on_both_databases(app: FastAPI) -> None:
+    user = await create_user(app)
+    with pytest.raises(IntegrityError):
+        async with state_of(app).data.transaction() as tx:
+            await tx.run(_NEW, user_id=user.id, now=utcnow())
+
+
+@pytest.mark.asyncio
+async def test_the_audit_log_takes_the_requests_address_from_its_transaction(app: FastAPI) -> None:
+    context = RequestContext(ip_address="203.0.113.9", user_agent="test")
+    async with state_of(app).data.transaction(context) as tx:
+        event = await audit.record(tx, "test.event")
+        given = await audit.record(tx, "test.event", ip_address="198.51.100.1")
+    assert (event.ip_address, given.ip_address) == ("203.0.113.9", "198.51.100.1")
+    rows = await state_of(app).data.all(_EVENT_IP, action="test.event")
+    assert sorted(rows) == ["198.51.100.1", "203.0.113.9"]
+
+
+_EVENT_IP = Query(select(AuditEvent.ip_address).where(AuditEvent.action == bindparam("action")), scalar)
+
+
+@pytest.mark.asyncio
+@requires_postgres()
+async def test_a_write_request_sends_begin_its_statements_and_commit(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUT /profile: the caller's lookup, then one transaction on the same asyncpg pool, no ORM round trips."""
+    app = await make_app()
+    user = await create_user(app)
+    async with client_for(app) as client:
+        assert (await client.get("/api/v1/users/me", headers=user.headers)).status_code == 200  # last_used_at set
+        async with statements_sent(app, monkeypatch) as queries:
+            response = await client.put("/api/v1/profile", json={"full_name": "New"}, headers=user.headers)
+    assert response.status_code == 200, response.text
+    sent = [_flat(q) for q in queries]
+    assert sent[0] == _sql(SESSION_USER)
+    assert sent[1] == "BEGIN;" and sent[-1] == "COMMIT;", sent
+    assert len(sent) == 4 and sent[2].startswith("UPDATE profiles SET full_name="), sent
+
+
+@pytest.mark.asyncio
+@requires_postgres()
+async def test_a_transaction_that_sends_nothing_takes_no_connection(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await make_app()
+    taken: list[object] = []
+    opened = Driver.connection
+
+    def counting(driver: Driver) -> Any:
+        taken.append(driver)
+        return opened(driver)
+
+    monkeypatch.setattr(Driver, "connection", counting)
+    async with state_of(app).data.transaction():
+        pass
+    assert taken == []

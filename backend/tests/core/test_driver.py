@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 import asyncpg
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Integer, bindparam, literal, select
+from sqlalchemy import Integer, bindparam, insert, literal, select, update
 
+from app.audit.models import AuditEvent
 from app.core.driver import Driver, DriverStatement
 from app.core.errors import DatabaseUnavailable
 from app.state import state_of
+from app.users.models import Profile
 from tests.conftest import AppFactory, requires_postgres
 
 pytestmark = [pytest.mark.asyncio, requires_postgres()]
@@ -36,6 +39,21 @@ async def test_arguments_in_driver_order_with_the_statements_own_constants(app: 
     async with driver_of(app).connection() as connection:
         row = await connection.fetchrow(statement.sql, *statement.args({"a": 1, "b": 2}))
     assert tuple(row) == (2, "fixed", 1)
+
+
+async def test_python_side_column_defaults_are_generated_as_sqlalchemy_does(app: FastAPI) -> None:
+    # An INSERT leaving out id / details / created_at (default=new_id, dict, utcnow) and an UPDATE leaving out
+    # updated_at (onupdate=utcnow): each run gets fresh values, never NULL.
+    dialect = state_of(app).engine.dialect
+    event = DriverStatement(dialect, insert(AuditEvent).values(action=bindparam("action")).returning(AuditEvent))
+    first, second = event.args({"action": "a"}), event.args({"action": "a"})
+    assert first[0] != second[0] and isinstance(first[0], uuid.UUID)
+    async with driver_of(app).connection() as connection:
+        row = await connection.fetchrow(event.sql, *first)
+    assert row["id"] == first[0] and row["details"] == {} and row["created_at"] is not None
+    touch = DriverStatement(dialect, update(Profile).where(Profile.id == bindparam("k")).values(avatar_url=None))
+    generated = dict(zip(touch._order, touch.args({"k": uuid.uuid4()}), strict=True))
+    assert isinstance(generated["updated_at"], datetime) and generated["updated_at"].tzinfo is not None
 
 
 async def test_its_own_small_pool_with_the_engines_connection_settings(make_app: AppFactory) -> None:
