@@ -281,6 +281,30 @@ class _CoreTx(_TxMixin, _CoreStatements):
             await connection.close()
 
 
+class _SessionTx(_TxMixin, _CoreStatements):
+    """A ``Tx`` over an ORM session's transaction, for code still written against the session (see
+    ``session_tx``)."""
+
+    def __init__(self, session: AsyncSession, context: RequestContext) -> None:
+        super().__init__(session)
+        self.context = context
+        self._session = session
+
+    async def commit(self) -> None:
+        await self._session.commit()
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._session.begin_nested():
+            yield
+
+
+def session_tx(session: AsyncSession, context: RequestContext = NO_CONTEXT) -> Tx:
+    """The transaction of an ORM session as a ``Tx``: lets a caller still holding a session (start-up, the
+    command line, code not yet moved to ``TxDep``) call a function written for ``Tx``."""
+    return _SessionTx(session, context)
+
+
 class Data:
     """Reads outside any request transaction (``AppState.data``, made in the lifespan)."""
 
