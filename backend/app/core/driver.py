@@ -79,8 +79,8 @@ async def take_turn(gate: asyncio.Semaphore, seconds: float) -> None:
     if not gate.locked():
         await gate.acquire()  # free: taken without suspending
         return
-    # asyncio.timeout() arms one timer on the running task; wait_for() would wrap the wait in a new task
-    # (about 5 % of a request's CPU under load, when every checkout waits).
+    # asyncio.timeout() arms one timer on the running task; wait_for() would wrap the wait in a new task, a
+    # cost paid on every checkout that waits (docs/SCALING.md, "Pool sizing").
     async with asyncio.timeout(seconds):
         await gate.acquire()
 
@@ -113,8 +113,8 @@ class Driver:
         self.pool = pool
         self._timeout = acquire_timeout
         # asyncpg's pool queue lets a newcomer take a just-released connection ahead of the request woken for
-        # it, which then queues again at the end: the p99 of GET /users/me went to 4x its median. A FIFO turn
-        # per connection first.
+        # it, which then queues again at the end, and the tail latency grows (docs/SCALING.md, "Pool sizing").
+        # A FIFO turn per connection first.
         self._turns = asyncio.Semaphore(pool.get_max_size())
 
     @classmethod

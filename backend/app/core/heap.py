@@ -1,10 +1,9 @@
 """Garbage-collector settings for a serving process (docs/SCALING.md, "Garbage collection").
 
-After start-up the heap holds about 140,000 long-lived container objects (modules, routes, validators, SQL).
-A full collection walks all of them: about 100 ms on this project's 2-core machine, several times a
-minute under load, and every request in flight waits that long (the p99 of ``GET /users/me`` was 5x its
-median). ``gc.freeze()`` moves what exists at start-up out of the collector's sight for good, so a full
-collection walks only what came after (a few ms).
+After start-up the heap holds a great many long-lived container objects (modules, routes, validators, SQL).
+A full collection walks all of them, several times a minute under load, and every request in flight waits
+that long: the tail latency grows (measured in docs/SCALING.md). ``gc.freeze()`` moves what exists at
+start-up out of the collector's sight for good, so a full collection walks only what came after.
 
 The young generation is also collected less often: at the default threshold (700 net new objects) it ran
 every request or two, and whatever 32 requests in flight held at that moment was promoted and later walked

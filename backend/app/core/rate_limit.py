@@ -146,8 +146,8 @@ class Counters(Protocol):
 class MemoryCounters:
     """Fixed-window counters in this process: O(1) per hit, expired windows swept at most every few seconds.
 
-    Not limits' ``async+memory://`` storage: it starts a task scanning every key on each hit (measured here:
-    0.8 ms per request with 1,000 live keys, 120 ms with 100,000), which many clients would turn into a DoS.
+    Not limits' ``async+memory://`` storage: it starts a task scanning every key on each hit, a cost that grows
+    with the number of live keys (measured in docs/SECURITY_HEADERS.md), which many clients would turn into a DoS.
     No lock: nothing awaits between reading and writing a counter, so the event loop makes it atomic.
     """
 

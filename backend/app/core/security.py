@@ -21,7 +21,7 @@ from passlib.context import CryptContext
 
 from app.core.settings import Settings
 
-# argon2id at 64 MiB, t=2, p=1 (about 100 ms here, see ../shared/DEPENDENCIES.md); bcrypt only to verify
+# argon2id at 64 MiB, t=2, p=1 (its cost: docs/SCALING.md and ../shared/DEPENDENCIES.md); bcrypt only to verify
 # hashes from older data, which `verify_and_update` re-hashes as argon2 on the next login.
 pwd_context = CryptContext(
     schemes=["argon2", "bcrypt"],
