@@ -33,6 +33,8 @@ from sqlalchemy import func, select
 
 from app.auth import service as auth_service
 from app.core import security
+from app.core.context import RequestContext
+from app.core.data import session_tx
 from app.core.db import create_engine, create_sessionmaker
 from app.credits.models import CreditTransaction
 from app.users import service as user_service
@@ -62,14 +64,13 @@ async def create_accounts(dsn: str, count: int) -> list[Account]:
     accounts = []
     try:
         async with create_sessionmaker(engine)() as session:
+            tx = session_tx(session, RequestContext(ip_address="127.0.0.1", user_agent=None))
             for i in range(count):
                 user = await user_service.create_user(
-                    session, email=f"spend-{i}-{uuid.uuid4().hex[:8]}@example.com", hashed_password=hashed
+                    tx, email=f"spend-{i}-{uuid.uuid4().hex[:8]}@example.com", hashed_password=hashed
                 )
-                await user_service.get_or_create_profile(session, user=user, full_name=None, credits=START_CREDITS)
-                tokens = await auth_service.start_session(
-                    session, settings, user=user, client=auth_service.ClientInfo(ip_address="127.0.0.1")
-                )
+                await user_service.get_or_create_profile(tx, user_id=user.id, full_name=None, credits=START_CREDITS)
+                tokens = await auth_service.start_session(tx, settings, user_id=user.id)
                 accounts.append(Account(user.id, tokens.access_token))
             await session.commit()
     finally:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.auth import service as auth_service
 from app.core import security
-from app.core.data import in_session
+from app.core.context import RequestContext
 from app.state import state_of
 from app.users import service as user_service
 from app.users.models import User
@@ -59,29 +59,27 @@ async def create_user(
     """A user (with profile and starting credits unless ``profile=False``) and, by default, a session."""
     settings = state_of(app).settings
     email = email or unique_email()
-    async with state_of(app).sessionmaker() as session:
+    async with state_of(app).data.transaction(RequestContext(ip_address="127.0.0.1", user_agent=None)) as tx:
         user = await user_service.create_user(
-            session,
+            tx,
             email=email,
             hashed_password=await password_hash(password),
             full_name=full_name,
             is_superuser=is_superuser,
             is_verified=is_verified,
         )
-        user.is_active = is_active
+        if not is_active:
+            await user_service.change_user(tx, user.id, is_active=False)
         if profile:
             await user_service.get_or_create_profile(
-                in_session(session), user_id=user.id, full_name=full_name, credits=settings.DEFAULT_CREDITS
+                tx, user_id=user.id, full_name=full_name, credits=settings.DEFAULT_CREDITS
             )
         result = TestUser(id=user.id, email=user.email, password=password)
         if logged_in:
-            tokens = await auth_service.start_session(
-                session, settings, user=user, client=auth_service.ClientInfo(ip_address="127.0.0.1")
-            )
+            tokens = await auth_service.start_session(tx, settings, user_id=user.id)
             result.access_token = tokens.access_token
             result.refresh_token = tokens.refresh_token
             result.session_id = tokens.session_id
-        await session.commit()
     return result
 
 

@@ -15,7 +15,7 @@ from app.auth import service as auth_service
 from app.auth.models import RevokeReason
 from app.auth.passwords import password_problem
 from app.core import security
-from app.core.data import in_session
+from app.core.data import in_session, session_tx
 from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.users import service as user_service
@@ -40,6 +40,11 @@ class SuperuserResult:
     promoted: bool
 
 
+async def _user_by_email(session: AsyncSession, email: str) -> User | None:
+    found = await user_service.find_user_by_email(in_session(session), email)
+    return None if found is None else await session.get(User, found.id)
+
+
 async def ensure_superuser(
     session: AsyncSession, *, email: str, password: str, credits: int, actor: str
 ) -> SuperuserResult:
@@ -52,18 +57,19 @@ async def ensure_superuser(
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
     email = normalize_email(email)
-    user = await user_service.find_user_by_email(session, email)
+    user = await _user_by_email(session, email)
     created = False
     if user is None:
         hashed = await security.hash_password(password)
         try:
-            user = await user_service.create_user(
-                session, email=email, hashed_password=hashed, is_verified=True, is_superuser=True
+            row = await user_service.create_user(
+                session_tx(session), email=email, hashed_password=hashed, is_verified=True, is_superuser=True
             )
+            user = await session.get_one(User, row.id)
             created = True
         except EmailTakenError:
             # Another process inserted it between our read and our insert: promote theirs.
-            user = await user_service.find_user_by_email(session, email)
+            user = await _user_by_email(session, email)
             if user is None:  # pragma: no cover - deleted again in between
                 raise
     promoted = not created and not (user.is_superuser and user.is_active)
@@ -77,7 +83,7 @@ async def ensure_superuser(
         user.is_verified = True
         user.supabase_id = None
         user.auth_provider = AuthProvider.LOCAL
-        await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.ADMIN)
+        await auth_service.revoke_user_sessions(session_tx(session), user_id=user.id, reason=RevokeReason.ADMIN)
     user.is_superuser = True
     user.is_active = True
     await user_service.get_or_create_profile(

@@ -16,13 +16,14 @@ from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_matche
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
-from app.core.data import Data, Query, in_session, paged, scalar
+from app.core.data import Data, Query, in_session, paged, scalar, session_tx
 from app.core.updates import apply_changes
 from app.credits import service as credit_service
 from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
 from app.users import lifecycle
 from app.users import service as user_service
+from app.users.exceptions import UserNotFoundError
 from app.users.models import USER_COLUMNS, User, UserRow
 
 
@@ -30,7 +31,7 @@ async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     """The user as the database has it now (the identity map may hold an older copy), or UserNotFoundError."""
     user = await session.get(User, user_id, populate_existing=True)
     if user is None:
-        return await user_service.get_user(session, user_id)  # raises user_not_found
+        raise UserNotFoundError()
     return user
 
 
@@ -122,13 +123,13 @@ async def list_users(
 
 @dataclass(frozen=True, slots=True)
 class UserDetail:
-    user: User
+    user: UserRow
     organizations: list[org_service.UserMembership]
     balance: int
 
 
 async def get_user_detail(session: AsyncSession, user_id: uuid.UUID) -> UserDetail:
-    user = await user_service.get_user(session, user_id)
+    user = await user_service.get_user(in_session(session), user_id)
     memberships = await org_service.list_user_memberships(session, user_id)
     balance = await credit_service.get_balance(in_session(session), user_id)
     return UserDetail(user=user, organizations=memberships, balance=balance)
@@ -144,13 +145,16 @@ async def update_user(
 ) -> User:
     """Apply ``is_active`` / ``is_superuser`` / ``full_name``; deactivation ends every session at once."""
     if changes.is_superuser is False or changes.is_active is False:
-        await user_service.ensure_another_superuser(session, losing=user_id)
+        await user_service.ensure_another_superuser(session_tx(session), losing=user_id)
     user = await _fresh_user(session, user_id)
     was_active = user.is_active
     applied = apply_changes(user, changes)
     details: dict[str, Any] = {"changes": applied}
     if was_active and not user.is_active:
-        ended = await auth_service.revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.USER_DEACTIVATED)
+        await session.flush()  # the user's row first, then the sessions: a login's lock order (no deadlock)
+        ended = await auth_service.revoke_user_sessions(
+            session_tx(session), user_id=user.id, reason=RevokeReason.USER_DEACTIVATED
+        )
         details["sessions_ended"] = len(ended)
     await session.flush()
     if applied:
@@ -177,15 +181,15 @@ async def delete_user(
 
 
 async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[auth_service.SessionRow]:
-    await user_service.get_user(session, user_id)
+    await user_service.get_user(in_session(session), user_id)
     return await auth_service.all_sessions(in_session(session), user_id=user_id)
 
 
 async def revoke_user_sessions(
     session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, ip_address: str | None
 ) -> int:
-    await user_service.get_user(session, user_id)
-    ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.ADMIN)
+    await user_service.get_user(in_session(session), user_id)
+    ended = await auth_service.revoke_user_sessions(session_tx(session), user_id=user_id, reason=RevokeReason.ADMIN)
     await audit.record(
         session,
         "admin.sessions_revoked",
@@ -201,7 +205,7 @@ async def adjust_credits(
     session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, amount: int, reason: str, ip_address: str | None
 ) -> credit_service.LedgerRow:
     """Add (or, with a negative amount, take) credits; never below zero. The ledger names the admin."""
-    await user_service.get_user(session, user_id)
+    await user_service.get_user(in_session(session), user_id)
     return await credit_service.adjust_credits(
         in_session(session), user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=ip_address
     )

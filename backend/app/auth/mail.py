@@ -7,6 +7,7 @@ import logging
 from fastapi import BackgroundTasks, FastAPI, Request
 
 from app.auth import service as auth_service
+from app.core.context import RequestContext
 from app.core.settings import Settings
 from app.integrations.email import EmailMessageData, EmailSender, frontend_link, render
 from app.state import state_of
@@ -77,19 +78,18 @@ def send_verification(request: Request, background: BackgroundTasks, *, to: str,
     background.add_task(_sender(request.app).send, message)
 
 
-def password_reset_later(request: Request, background: BackgroundTasks, *, email: str, ip_address: str | None) -> None:
+def password_reset_later(request: Request, background: BackgroundTasks, *, email: str, context: RequestContext) -> None:
     """Everything of a reset request happens after the 202: the request itself does the same (nothing) for
-    every address, so neither its answer nor its timing tells whether the account exists."""
-    background.add_task(_password_reset_job, request.app, email=email, ip_address=ip_address)
+    every address, so neither its answer nor its timing tells whether the account exists. ``context``: the
+    request's, for the audit event."""
+    background.add_task(_password_reset_job, request.app, email=email, context=context)
 
 
-async def _password_reset_job(app: FastAPI, *, email: str, ip_address: str | None) -> None:
+async def _password_reset_job(app: FastAPI, *, email: str, context: RequestContext) -> None:
     settings = _settings(app)
-    sessionmaker = state_of(app).sessionmaker
     try:
-        async with sessionmaker() as session:
-            found = await auth_service.request_password_reset(session, settings, email=email, ip_address=ip_address)
-            await session.commit()
+        async with state_of(app).data.transaction(context) as tx:
+            found = await auth_service.request_password_reset(tx, settings, email=email)
     except Exception as exc:  # after the response: log, never raise into the server
         logger.warning("password reset for a requested address not prepared: %s: %s", type(exc).__name__, exc)
         return

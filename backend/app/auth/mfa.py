@@ -31,6 +31,8 @@ from app.auth.exceptions import (
 )
 from app.auth.models import Aal, AuthSession, MfaChallenge, MfaFactor, MfaRecoveryCode, RevokeReason
 from app.core import security
+from app.core.context import RequestContext
+from app.core.data import session_tx
 from app.core.db import new_id, utcnow
 from app.core.errors import AppError
 from app.core.settings import Settings
@@ -154,7 +156,7 @@ async def _claim(
 
 async def enroll(session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, current_password: str) -> Enrollment:
     """A new TOTP secret, pending until confirmed; it replaces a pending one. 409 while MFA is on."""
-    user = await user_service.lock_user(session, user_id)
+    user = await user_service.lock_user(session_tx(session), user_id)
     await auth_service.check_current_password(user, current_password)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
@@ -178,7 +180,7 @@ async def confirm(
 ) -> list[str]:
     """Turn MFA on with a first code of the pending secret: new recovery codes (returned once, stored hashed),
     and the caller's session becomes aal2 (it just proved both factors)."""
-    user = await user_service.lock_user(session, user_id)
+    user = await user_service.lock_user(session_tx(session), user_id)
     if user.mfa_enabled:
         raise MfaAlreadyEnabledError()
     factor = await _factor(session, user.id)
@@ -198,7 +200,7 @@ async def confirm(
             for c in codes
         ],
     )
-    user.mfa_enabled = True
+    await user_service.change_user(session_tx(session), user.id, mfa_enabled=True)
     await _set_session_aal(session, session_id, Aal.AAL2)
     await _event(
         session,
@@ -222,7 +224,8 @@ async def disable(
 ) -> list[uuid.UUID]:
     """Turn MFA off with a code or a recovery code: the factor, its recovery codes and pending logins go, every
     other session ends, and the caller's session is aal1 from now on. Returns the ended sessions."""
-    user = await user_service.lock_user(session, user_id)
+    tx = session_tx(session)
+    user = await user_service.lock_user(tx, user_id)
     factor = await _factor(session, user.id)
     if not user.mfa_enabled or factor is None:
         raise MfaNotEnabledError()
@@ -233,9 +236,9 @@ async def disable(
     await session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user.id))
     await session.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user.id))
     await session.execute(delete(MfaFactor).where(MfaFactor.user_id == user.id))
-    user.mfa_enabled = False
+    await user_service.change_user(tx, user.id, mfa_enabled=False)
     ended = await auth_service.revoke_user_sessions(
-        session, user_id=user.id, reason=RevokeReason.MFA_DISABLED, keep=session_id
+        tx, user_id=user.id, reason=RevokeReason.MFA_DISABLED, keep=session_id
     )
     await _set_session_aal(session, session_id, Aal.AAL1)
     await _event(
@@ -296,7 +299,8 @@ async def verify(
     ):
         raise MfaTokenInvalidError()
     # The user's row first, as enrol/confirm/disable and starting a session take it: one lock order, no deadlock.
-    user = await user_service.lock_user(session, challenge.user_id)
+    tx = session_tx(session)
+    user = await user_service.lock_user(tx, challenge.user_id)
     factor = await _factor(session, challenge.user_id)
     if not user.is_active or not user.mfa_enabled or factor is None:
         raise MfaTokenInvalidError()  # deactivated, or MFA turned off since the password step
@@ -325,7 +329,7 @@ async def verify(
         ip_address=client_ip,
         details={"with": "recovery_code" if proof.recovery_code else "code"},
     )
-    client = auth_service.ClientInfo(
-        ip_address=challenge.ip_address, user_agent=challenge.user_agent, device_name=challenge.device_name
+    client = RequestContext(ip_address=challenge.ip_address, user_agent=challenge.user_agent)  # the login's
+    return await auth_service.start_session(
+        tx, settings, user_id=user.id, device_name=challenge.device_name, aal=Aal.AAL2, client=client
     )
-    return await auth_service.start_session(session, settings, user=user, client=client, aal=Aal.AAL2)

@@ -47,8 +47,8 @@ from app.auth.schemas import (
     TotpEnrollRequest,
     VerifyEmailConfirm,
 )
-from app.core.context import RequestContext, RequestContextDep
-from app.core.data import DataDep
+from app.core.context import RequestContextDep
+from app.core.data import DataDep, TxDep
 from app.core.db import SessionDep
 from app.core.errors import Unauthenticated
 from app.core.raises import errors_of, raises
@@ -57,10 +57,6 @@ from app.core.settings import Settings, SettingsDep
 from app.users.schemas import UserRead
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-
-
-def _client(ctx: RequestContext, device_name: str | None = None) -> auth_service.ClientInfo:
-    return auth_service.ClientInfo(ip_address=ctx.ip_address, user_agent=ctx.user_agent, device_name=device_name)
 
 
 def _login_answer(
@@ -94,28 +90,24 @@ async def register(
     body: RegisterRequest,
     request: Request,
     background: BackgroundTasks,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> UserRead:
     """Create an own account (and its profile). No tokens: log in next. A verification mail is sent."""
-    user = await auth_service.register(
-        session, settings, email=body.email, password=body.password, full_name=body.full_name
-    )
-    token = await auth_service.create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
+    user = await auth_service.register(tx, settings, email=body.email, password=body.password, full_name=body.full_name)
+    token = await auth_service.create_email_token(tx, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
     mail.send_verification(request, background, to=user.email, token=token)
     return UserRead.model_validate(user)
 
 
 @router.post("/login", operation_id="auth-login")
-async def login(
-    body: LoginRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
-) -> LoginAnswer:
+async def login(body: LoginRequest, response: Response, data: DataDep, tx: TxDep, settings: SettingsDep) -> LoginAnswer:
     """Email and password for an access token (short-lived JWT) and a refresh token (opaque, rotated).
     With ``AUTH_REFRESH_COOKIE=true`` the refresh token is also set in an HttpOnly cookie, plus ``csrf_token``.
     With MFA on, the answer is ``{"mfa_required": true, "mfa_token", "expires_in"}`` instead, and the tokens come
     from ``POST /auth/mfa/verify``."""
     answer = await auth_service.login(
-        session, settings, email=body.email, password=body.password, client=_client(ctx, body.device_name)
+        data, tx, settings, email=body.email, password=body.password, device_name=body.device_name
     )
     return _login_answer(answer, response, settings)
 
@@ -144,9 +136,9 @@ def _basic_secret(request: Request) -> str | None:
 @raises(*(invalid_grant(refusal) for refusal in GRANT_REFUSALS))
 async def token(
     request: Request,
-    ctx: RequestContextDep,
     response: Response,
-    session: SessionDep,
+    data: DataDep,
+    tx: TxDep,
     settings: SettingsDep,
     grant_type: Annotated[str | None, Form(description="`password` or `refresh_token`")] = None,
     username: Annotated[str | None, Form(description="password grant: the email")] = None,
@@ -181,15 +173,13 @@ async def token(
     try:
         if grant_type == "refresh_token":
             assert refresh_token is not None
-            tokens = await auth_service.refresh(session, settings, token=refresh_token, client=_client(ctx))
+            tokens = await auth_service.refresh(tx, settings, token=refresh_token)
             return _pair(tokens, response, settings)
         try:
             body = LoginRequest(email=username, password=password)
         except ValidationError as exc:
             raise InvalidCredentialsError() from exc
-        answer = await auth_service.login(
-            session, settings, email=body.email, password=body.password, client=_client(ctx)
-        )
+        answer = await auth_service.login(data, tx, settings, email=body.email, password=body.password)
     except Unauthenticated as refusal:
         raise invalid_grant(type(refusal))(refusal.detail) from refusal
     return _login_answer(answer, response, settings)
@@ -198,9 +188,8 @@ async def token(
 @router.post("/refresh", operation_id="auth-refresh")
 async def refresh(
     request: Request,
-    ctx: RequestContextDep,
     response: Response,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
     body: Annotated[RefreshRequest | None, Body()] = None,
 ) -> TokenPair:
@@ -210,7 +199,7 @@ async def refresh(
     token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
     if not token:
         raise InvalidRefreshTokenError(cookies.missing_refresh_token_detail(settings))
-    tokens = await auth_service.refresh(session, settings, token=token, client=_client(ctx))
+    tokens = await auth_service.refresh(tx, settings, token=token)
     return _pair(tokens, response, settings)
 
 
@@ -222,9 +211,8 @@ async def refresh(
 async def logout(
     principal: OptionalPrincipal,
     request: Request,
-    ctx: RequestContextDep,
     response: Response,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
     body: Annotated[LogoutRequest | None, Body()] = None,
 ) -> None:
@@ -237,17 +225,13 @@ async def logout(
         if principal.session_id is None:
             raise NotOwnSessionError()
         await auth_service.revoke_session(
-            session,
-            user_id=principal.user.id,
-            session_id=principal.session_id,
-            reason=RevokeReason.LOGOUT,
-            ip_address=ctx.ip_address,
+            tx, user_id=principal.user.id, session_id=principal.session_id, reason=RevokeReason.LOGOUT
         )
     else:
         token = cookies.refresh_token_from(request, settings, body.refresh_token if body else None)
         if not token:  # in cookie mode, say why a browser may have sent no cookie
             raise NotAuthenticatedError(cookies.MISSING_REFRESH_COOKIE if settings.AUTH_REFRESH_COOKIE else None)
-        await auth_service.logout_with_refresh_token(session, settings, token=token, ip_address=ctx.ip_address)
+        await auth_service.logout_with_refresh_token(tx, settings, token=token)
     cookies.clear_session_cookies(response, settings)
 
 
@@ -256,9 +240,9 @@ async def logout(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-logout-all",
 )
-async def logout_all(user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> None:
+async def logout_all(user: CurrentUser, tx: TxDep) -> None:
     """End every session of the caller, on every device."""
-    await auth_service.logout_all(session, user_id=user.id, ip_address=ctx.ip_address)
+    await auth_service.logout_all(tx, user_id=user.id)
 
 
 @router.get("/sessions", operation_id="auth-sessions-list")
@@ -279,16 +263,10 @@ async def list_sessions(principal: OwnPrincipal, data: DataDep, page: PageDep) -
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-sessions-delete",
 )
-async def delete_session(
-    session_id: uuid.UUID, principal: OwnPrincipal, ctx: RequestContextDep, session: SessionDep
-) -> None:
+async def delete_session(session_id: uuid.UUID, principal: OwnPrincipal, tx: TxDep) -> None:
     """End one of the caller's sessions (404 if it is not theirs)."""
     await auth_service.revoke_session(
-        session,
-        user_id=principal.user.id,
-        session_id=session_id,
-        reason=RevokeReason.SESSION_DELETED,
-        ip_address=ctx.ip_address,
+        tx, user_id=principal.user.id, session_id=session_id, reason=RevokeReason.SESSION_DELETED
     )
 
 
@@ -297,17 +275,14 @@ async def delete_session(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-password-change",
 )
-async def change_password(
-    body: PasswordChangeRequest, principal: CurrentPrincipal, ctx: RequestContextDep, session: SessionDep
-) -> None:
+async def change_password(body: PasswordChangeRequest, principal: CurrentPrincipal, tx: TxDep) -> None:
     """Change the password; every other session of the caller ends."""
     await auth_service.change_password(
-        session,
+        tx,
         user_id=principal.user.id,
         current_password=body.current_password,
         new_password=body.new_password,
         current_session_id=principal.session_id,
-        ip_address=ctx.ip_address,
     )
 
 
@@ -320,12 +295,12 @@ async def request_email_verification(
     user: CurrentUser,
     request: Request,
     background: BackgroundTasks,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> Accepted:
     """Mail a verification link (always 202; nothing is sent when the email is already verified, or is
     managed by Supabase). The mail goes out after the response."""
-    token = await auth_service.request_email_verification(session, settings, user=user)
+    token = await auth_service.request_email_verification(tx, settings, user=user)
     if token is not None:
         mail.send_verification(request, background, to=user.email, token=token)
     return ACCEPTED
@@ -335,10 +310,10 @@ async def request_email_verification(
     "/verify-email/confirm",
     operation_id="auth-verify-email-confirm",
 )
-async def confirm_email_verification(body: VerifyEmailConfirm, ctx: RequestContextDep, session: SessionDep) -> UserRead:
+async def confirm_email_verification(body: VerifyEmailConfirm, tx: TxDep) -> UserRead:
     """Spend a verification token (single-use): the account's email is verified. 400 ``invalid_token`` when it
     is unknown, expired, used, or was mailed to an address the account no longer has."""
-    user = await auth_service.verify_email(session, token=body.token, ip_address=ctx.ip_address)
+    user = await auth_service.verify_email(tx, token=body.token)
     return UserRead.model_validate(user)
 
 
@@ -353,7 +328,7 @@ async def request_password_reset(
     """Always 202, at once: the lookup, the token and the mail (only for an active own account) happen after
     the answer, so neither the answer nor its timing tells whether the address has an account. A new request
     spends the reset links mailed before."""
-    mail.password_reset_later(request, background, email=body.email, ip_address=ctx.ip_address)
+    mail.password_reset_later(request, background, email=body.email, context=ctx)
     return ACCEPTED
 
 
@@ -362,11 +337,9 @@ async def request_password_reset(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="auth-password-reset-confirm",
 )
-async def confirm_password_reset(body: PasswordResetConfirm, ctx: RequestContextDep, session: SessionDep) -> None:
+async def confirm_password_reset(body: PasswordResetConfirm, tx: TxDep) -> None:
     """Set a new password with a reset token; the email counts as verified and every session ends."""
-    await auth_service.reset_password(
-        session, token=body.token, new_password=body.new_password, ip_address=ctx.ip_address
-    )
+    await auth_service.reset_password(tx, token=body.token, new_password=body.new_password)
 
 
 # --- multi-factor authentication (TOTP) ---------------------------------------------------------------

@@ -1,13 +1,20 @@
-"""Own accounts: registration, login, refresh-token sessions, revocation, email tokens."""
+"""Own accounts: registration, login, refresh-token sessions, revocation, email tokens.
+
+Every write runs in the caller's transaction (``Tx``: a request's ``TxDep``) as Core statements built once
+(``Query``), users handed out as frozen ``UserRow``s. Where a request came from (the audit log's address, a new
+session's user agent) is the transaction's ``context``. Whatever must survive the error raised next (a failed
+login's audit event, a reused refresh token's revocation) is committed first (``tx.commit()``).
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.audit import service as audit
 from app.auth.exceptions import (
@@ -24,19 +31,22 @@ from app.auth.exceptions import (
 )
 from app.auth.models import Aal, AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, RevokeReason
 from app.core import security
-from app.core.data import Data, Query, Statements, in_session, paged, scalar
-from app.core.db import flush_unique, utcnow
+from app.core.context import RequestContext
+from app.core.data import Data, Query, Statements, Tx, paged, scalar
+from app.core.db import new_id, utcnow
 from app.core.settings import Settings
 from app.users import service as user_service
 from app.users.exceptions import EmailTakenError, ManagedBySupabaseError
-from app.users.models import AnyUser, AuthProvider, User
+from app.users.models import AnyUser, AuthProvider, User, UserRow
+
+_AUTH_SESSIONS = cast(Table, AuthSession.__table__)
+_EMAIL_TOKENS = cast(Table, EmailToken.__table__)
+_MFA_CHALLENGES = cast(Table, MfaChallenge.__table__)
+_USERS = cast(Table, User.__table__)
 
 
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    ip_address: str | None = None
-    user_agent: str | None = None
-    device_name: str | None = None
+def _nothing(*_: Any) -> None:
+    """The row type of a statement whose rows nobody reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,264 +66,338 @@ class MfaChallengeIssued:
     expires_in: int
 
 
-def _issue(settings: Settings, auth_session: AuthSession) -> IssuedTokens:
+def _issue(
+    settings: Settings, *, session_id: uuid.UUID, user_id: uuid.UUID, generation: int, salt: str, aal: str
+) -> IssuedTokens:
     return IssuedTokens(
-        access_token=security.create_access_token(
-            settings, user_id=auth_session.user_id, session_id=auth_session.id, aal=auth_session.aal
-        ),
-        refresh_token=security.derive_refresh_token(
-            settings,
-            session_id=auth_session.id,
-            generation=auth_session.generation,
-            salt=auth_session.token_salt,
-        ),
+        access_token=security.create_access_token(settings, user_id=user_id, session_id=session_id, aal=aal),
+        refresh_token=security.derive_refresh_token(settings, session_id=session_id, generation=generation, salt=salt),
         expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
-        session_id=auth_session.id,
-        user_id=auth_session.user_id,
+        session_id=session_id,
+        user_id=user_id,
     )
+
+
+def _user_agent(value: str | None) -> str | None:
+    return (value or "")[:512] or None
 
 
 # --- registration and login ---------------------------------------------------------------------------
 
 
-async def register(
-    session: AsyncSession, settings: Settings, *, email: str, password: str, full_name: str | None
-) -> User:
+async def register(tx: Tx, settings: Settings, *, email: str, password: str, full_name: str | None) -> UserRow:
     """A new own account with its profile (and starting credits). Raises EmailTakenError."""
     hashed = await security.hash_password(password)
-    user = await user_service.create_user(session, email=email, hashed_password=hashed, full_name=full_name)
-    await user_service.get_or_create_profile(
-        in_session(session), user_id=user.id, full_name=full_name or user.full_name, credits=settings.DEFAULT_CREDITS
-    )
-    await audit.record(session, "user.registered", actor_id=user.id, subject_user_id=user.id)
+    user = await user_service.create_user(tx, email=email, hashed_password=hashed, full_name=full_name)
+    await user_service.get_or_create_profile(tx, user_id=user.id, full_name=full_name, credits=settings.DEFAULT_CREDITS)
+    await audit.record(tx, "user.registered", actor_id=user.id, subject_user_id=user.id)
     return user
 
 
-async def authenticate(session: AsyncSession, *, email: str, password: str, ip_address: str | None) -> User:
-    """The user whose email and password match; the same error, in about the same time, otherwise."""
-    user = await user_service.find_user_by_email(session, email)
+async def _login_failed(tx: Tx, *, email: str, reason: str, user_id: uuid.UUID | None = None) -> None:
+    await audit.record(tx, "auth.login_failed", subject_user_id=user_id, details={"email": email, "reason": reason})
+    await tx.commit()  # the audit event must outlive the 401 (which rolls the request back)
+
+
+async def authenticate(data: Data | Statements, tx: Tx, *, email: str, password: str) -> UserRow:
+    """The user whose email and password match; the same error, in about the same time, otherwise.
+
+    The user is looked up through ``data``, outside the transaction: no pooled connection (and on SQLite no
+    write lock) is held through the password verification (argon2 in a thread, queued behind the hashes in
+    flight). What the login then writes holds whatever happened meanwhile: the session starts under the user's
+    row lock (a deleted account is refused), an upgraded hash replaces only the one just verified."""
+    user = await user_service.find_user_by_email(data, email)
     if user is None or user.hashed_password is None:
         await security.verify_dummy_password(password)
-        await audit.record(
-            session, "auth.login_failed", ip_address=ip_address, details={"email": email, "reason": "unknown"}
-        )
-        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
+        await _login_failed(tx, email=email, reason="unknown")
         raise InvalidCredentialsError()
     ok, new_hash = await security.verify_password(password, user.hashed_password)
     if not ok:
-        await audit.record(
-            session,
-            "auth.login_failed",
-            subject_user_id=user.id,
-            ip_address=ip_address,
-            details={"email": email, "reason": "password"},
-        )
-        await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
+        await _login_failed(tx, email=email, reason="password", user_id=user.id)
         raise InvalidCredentialsError()
     if not user.is_active:
         raise InactiveUserError()
-    if new_hash is not None:
-        user.hashed_password = new_hash  # an older (bcrypt) hash is upgraded to argon2 on login
+    if new_hash is not None:  # an older (bcrypt) hash is upgraded to argon2 on login
+        await user_service.upgrade_password_hash(tx, user.id, verified=user.hashed_password, upgraded=new_hash)
     return user
 
 
-async def _end_sessions_over_cap(
-    session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, keep: uuid.UUID, now: datetime
-) -> list[uuid.UUID]:
-    """At most MAX_SESSIONS_PER_USER live sessions (``keep``, the new one, among them): the least recently
-    used of the others end. Call under ``users.service.lock_user``."""
-    others = (
-        select(AuthSession.id)
-        .where(
-            AuthSession.user_id == user_id,
-            AuthSession.id != keep,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > now,
-        )
-        .order_by(AuthSession.last_used_at.desc(), AuthSession.created_at.desc(), AuthSession.id.desc())
-        .offset(settings.MAX_SESSIONS_PER_USER - 1)
+_NEW_SESSION = Query(insert(_AUTH_SESSIONS), _nothing)  # parameters by column name
+_OTHER_LIVE_SESSIONS = (
+    select(_AUTH_SESSIONS.c.id)
+    .where(
+        _AUTH_SESSIONS.c.user_id == bindparam("owner"),
+        _AUTH_SESSIONS.c.id != bindparam("keep"),
+        _AUTH_SESSIONS.c.revoked_at.is_(None),
+        _AUTH_SESSIONS.c.expires_at > bindparam("now"),
     )
-    result = await session.execute(
-        update(AuthSession)
-        .where(AuthSession.id.in_(others.scalar_subquery()))
-        .values(revoked_at=now, revoked_reason=RevokeReason.SESSION_LIMIT)
-        .returning(AuthSession.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(result.scalars())
+    .order_by(_AUTH_SESSIONS.c.last_used_at.desc(), _AUTH_SESSIONS.c.created_at.desc(), _AUTH_SESSIONS.c.id.desc())
+)
+# At most MAX_SESSIONS_PER_USER live sessions (``keep``, the new one, among them): the least recently used of the
+# others (those past the first ``allowed``) end. One statement, under ``users.service.lock_user``.
+_END_SESSIONS_OVER_CAP = Query(
+    update(_AUTH_SESSIONS)
+    .where(_AUTH_SESSIONS.c.id.in_(_OTHER_LIVE_SESSIONS.offset(bindparam("allowed")).scalar_subquery()))
+    .values(revoked_at=bindparam("now"), revoked_reason=RevokeReason.SESSION_LIMIT)
+    .returning(_AUTH_SESSIONS.c.id),
+    scalar,
+)
 
 
 async def start_session(
-    session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo, aal: Aal = Aal.AAL1
+    tx: Tx,
+    settings: Settings,
+    *,
+    user_id: uuid.UUID,
+    device_name: str | None = None,
+    aal: Aal = Aal.AAL1,
+    client: RequestContext | None = None,
 ) -> IssuedTokens:
-    """A new session of ``user``; beyond MAX_SESSIONS_PER_USER live ones, the least recently used ends (two
-    logins racing cannot both keep theirs over the cap: they run one after the other, ``lock_user``)."""
-    await user_service.lock_user(session, user.id)
+    """A new session of the user, recording ``client`` (default: the request's address and user agent; the
+    second step of an MFA login passes its first step's). Beyond MAX_SESSIONS_PER_USER live ones, the least
+    recently used ends (two logins racing cannot both keep theirs over the cap: they run one after the other,
+    ``lock_user``)."""
+    client = client or tx.context
+    await user_service.lock_user(tx, user_id)
     now = utcnow()
-    auth_session = AuthSession(
-        user_id=user.id,
-        aal=aal,
-        token_salt=security.new_salt(),
+    session_id, salt = new_id(), security.new_salt()
+    await tx.run(
+        _NEW_SESSION,
+        id=session_id,
+        user_id=user_id,
+        token_salt=salt,
         generation=0,
-        device_name=client.device_name,
-        user_agent=(client.user_agent or "")[:512] or None,
+        rotated_at=None,
+        device_name=device_name,
+        user_agent=_user_agent(client.user_agent),
         ip_address=client.ip_address,
         created_at=now,
         last_used_at=now,
         expires_at=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+        revoked_at=None,
+        revoked_reason=None,
+        aal=aal,
     )
-    session.add(auth_session)
-    await session.flush()
-    ended = await _end_sessions_over_cap(session, settings, user_id=user.id, keep=auth_session.id, now=now)
+    ended = await tx.all(
+        _END_SESSIONS_OVER_CAP, owner=user_id, keep=session_id, now=now, allowed=settings.MAX_SESSIONS_PER_USER - 1
+    )
     await audit.record(
-        session,
+        tx,
         "auth.login",
-        actor_id=user.id,
-        subject_user_id=user.id,
+        actor_id=user_id,
+        subject_user_id=user_id,
         ip_address=client.ip_address,
         details={
-            "session_id": str(auth_session.id),
-            "device_name": client.device_name,
+            "session_id": str(session_id),
+            "device_name": device_name,
             "aal": aal,
             **({"sessions_ended": [str(ended_id) for ended_id in ended]} if ended else {}),
         },
     )
-    return _issue(settings, auth_session)
+    return _issue(settings, session_id=session_id, user_id=user_id, generation=0, salt=salt, aal=aal)
+
+
+_NEW_CHALLENGE = Query(insert(_MFA_CHALLENGES), _nothing)  # parameters by column name
 
 
 async def start_mfa_challenge(
-    session: AsyncSession, settings: Settings, *, user: User, client: ClientInfo
+    tx: Tx, settings: Settings, *, user_id: uuid.UUID, device_name: str | None
 ) -> MfaChallengeIssued:
     """The pending second step of this login (app/auth/mfa.py completes it), holding the login's client."""
     now = utcnow()
-    challenge = MfaChallenge(
-        user_id=user.id,
+    challenge_id = new_id()
+    await tx.run(
+        _NEW_CHALLENGE,
+        id=challenge_id,
+        user_id=user_id,
         failed_attempts=0,
-        device_name=client.device_name,
-        user_agent=(client.user_agent or "")[:512] or None,
-        ip_address=client.ip_address,
+        device_name=device_name,
+        user_agent=_user_agent(tx.context.user_agent),
+        ip_address=tx.context.ip_address,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.MFA_TOKEN_EXPIRE_SECONDS),
+        used_at=None,
     )
-    session.add(challenge)
-    await session.flush()
     return MfaChallengeIssued(
-        mfa_token=security.create_mfa_token(settings, challenge_id=challenge.id, user_id=user.id),
+        mfa_token=security.create_mfa_token(settings, challenge_id=challenge_id, user_id=user_id),
         expires_in=settings.MFA_TOKEN_EXPIRE_SECONDS,
     )
 
 
 async def login(
-    session: AsyncSession, settings: Settings, *, email: str, password: str, client: ClientInfo
+    data: Data | Statements, tx: Tx, settings: Settings, *, email: str, password: str, device_name: str | None = None
 ) -> IssuedTokens | MfaChallengeIssued:
     """Tokens for the right password; with MFA on, a challenge instead (the session starts at verify)."""
-    user = await authenticate(session, email=email, password=password, ip_address=client.ip_address)
+    user = await authenticate(data, tx, email=email, password=password)
     if user.mfa_enabled:
-        return await start_mfa_challenge(session, settings, user=user, client=client)
-    return await start_session(session, settings, user=user, client=client)
+        return await start_mfa_challenge(tx, settings, user_id=user.id, device_name=device_name)
+    return await start_session(tx, settings, user_id=user.id, device_name=device_name)
 
 
 # --- refresh ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _SessionState:
+    """A session as a refresh (or a logout by refresh token) reads it, with its user's ``is_active``."""
+
+    user_id: uuid.UUID
+    generation: int
+    token_salt: str
+    aal: str
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+    expires_at: datetime
+    user_active: bool
+
+
+_SESSION_STATE = Query(
+    select(
+        _AUTH_SESSIONS.c.user_id,
+        _AUTH_SESSIONS.c.generation,
+        _AUTH_SESSIONS.c.token_salt,
+        _AUTH_SESSIONS.c.aal,
+        _AUTH_SESSIONS.c.rotated_at,
+        _AUTH_SESSIONS.c.revoked_at,
+        _AUTH_SESSIONS.c.expires_at,
+        _USERS.c.is_active,
+    )
+    .join_from(_AUTH_SESSIONS, _USERS, _USERS.c.id == _AUTH_SESSIONS.c.user_id)
+    .where(_AUTH_SESSIONS.c.id == bindparam("session_id")),
+    _SessionState,
+)
+# The rotation: only from the generation the token names, of a live session. Of two concurrent refreshes with
+# the same token one updates the row; the other's condition no longer holds once the first commits.
+_ROTATE = Query(
+    update(_AUTH_SESSIONS)
+    .where(
+        _AUTH_SESSIONS.c.id == bindparam("session_id"),
+        _AUTH_SESSIONS.c.generation == bindparam("seen"),
+        _AUTH_SESSIONS.c.revoked_at.is_(None),
+    )
+    .values(
+        generation=_AUTH_SESSIONS.c.generation + 1,
+        rotated_at=bindparam("now"),
+        last_used_at=bindparam("now"),
+        ip_address=func.coalesce(bindparam("ip", type_=String), _AUTH_SESSIONS.c.ip_address),
+        user_agent=func.coalesce(bindparam("agent", type_=String), _AUTH_SESSIONS.c.user_agent),
+        expires_at=bindparam("expires"),
+    )
+    .returning(_AUTH_SESSIONS.c.generation),
+    scalar,
+)
+
+
 async def _session_of_refresh_token(
-    session: AsyncSession, settings: Settings, token: str
-) -> tuple[AuthSession, security.RefreshTokenParts]:
+    tx: Tx, settings: Settings, token: str
+) -> tuple[_SessionState, security.RefreshTokenParts]:
     """The session a refresh token names, once its HMAC matches (any generation up to the current one)."""
     parts = security.parse_refresh_token(token)
     if parts is None:
         raise InvalidRefreshTokenError()
-    auth_session = await session.get(AuthSession, parts.session_id, populate_existing=True)
-    if auth_session is None or parts.generation > auth_session.generation:
+    state = await tx.one(_SESSION_STATE, session_id=parts.session_id)
+    if state is None or parts.generation > state.generation:
         raise InvalidRefreshTokenError()
     if not security.refresh_token_matches(
-        settings, token, session_id=auth_session.id, generation=parts.generation, salt=auth_session.token_salt
+        settings, token, session_id=parts.session_id, generation=parts.generation, salt=state.token_salt
     ):
         raise InvalidRefreshTokenError()
-    return auth_session, parts
+    return state, parts
 
 
-async def refresh(session: AsyncSession, settings: Settings, *, token: str, client: ClientInfo) -> IssuedTokens:
+async def refresh(tx: Tx, settings: Settings, *, token: str) -> IssuedTokens:
     """Rotate a refresh token. Reuse of an older one ends the session (committed before the 401).
 
     Rotation is one conditional UPDATE (``WHERE generation = :seen``), so two concurrent refreshes with the
     same token cannot both rotate: the loser re-reads and gets the winner's token back (grace window).
     """
-    auth_session, parts = await _session_of_refresh_token(session, settings, token)
-    user = await session.get(User, auth_session.user_id)
-    if user is None or not user.is_active:  # first: deactivation also ends the sessions (401 inactive_user)
+    state, parts = await _session_of_refresh_token(tx, settings, token)
+    if not state.user_active:  # first: deactivation also ends the sessions (401 inactive_user)
         raise InactiveUserError()
-    if auth_session.revoked_at is not None:
+    if state.revoked_at is not None:
         raise SessionRevokedError()
     now = utcnow()
-    if auth_session.expires_at <= now:
+    if state.expires_at <= now:
         raise RefreshTokenExpiredError()
+    session_id = parts.session_id
 
-    if parts.generation == auth_session.generation:
-        result = await session.execute(
-            update(AuthSession)
-            .where(AuthSession.id == auth_session.id, AuthSession.generation == parts.generation)
-            .values(
-                generation=parts.generation + 1,
-                rotated_at=now,
-                last_used_at=now,
-                ip_address=client.ip_address or auth_session.ip_address,
-                user_agent=(client.user_agent or "")[:512] or auth_session.user_agent,
-                expires_at=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
-            )
-            .execution_options(synchronize_session=False)
+    generation = None
+    if parts.generation == state.generation:
+        generation = await tx.value(
+            _ROTATE,
+            session_id=session_id,
+            seen=parts.generation,
+            now=now,
+            ip=tx.context.ip_address or None,
+            agent=_user_agent(tx.context.user_agent),
+            expires=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
         )
-        await session.refresh(auth_session)
-        if getattr(result, "rowcount", 0) == 1:
-            return _issue(settings, auth_session)
-        # Someone rotated it between our read and our update: treat like a token just rotated.
-
-    rotated_at = auth_session.rotated_at
-    in_grace = (
-        parts.generation == auth_session.generation - 1
-        and rotated_at is not None
-        and now - rotated_at <= timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS)
+        if generation is None:
+            # Rotated (or ended) by someone else between our read and our update: read what they committed,
+            # and treat the token like one just rotated.
+            again = await tx.one(_SESSION_STATE, session_id=session_id)
+            if again is None or again.revoked_at is not None:
+                raise SessionRevokedError()
+            state = again
+    if generation is None:
+        rotated_at = state.rotated_at
+        in_grace = (
+            parts.generation == state.generation - 1
+            and rotated_at is not None
+            and now - rotated_at <= timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS)
+        )
+        if not in_grace:
+            await _end_reused_session(tx, session_id=session_id, user_id=state.user_id, now=now)
+        generation = state.generation  # the current token: the one just rotated gets it back
+    return _issue(
+        settings,
+        session_id=session_id,
+        user_id=state.user_id,
+        generation=generation,
+        salt=state.token_salt,
+        aal=state.aal,
     )
-    if in_grace and auth_session.revoked_at is None:
-        return _issue(settings, auth_session)
 
-    await _revoke(session, auth_session, RevokeReason.REFRESH_REUSED, now=now)
+
+async def _end_reused_session(tx: Tx, *, session_id: uuid.UUID, user_id: uuid.UUID, now: datetime) -> NoReturn:
+    """A refresh token of an older generation: someone kept a copy. The whole session ends (committed: it must
+    outlive the 401)."""
+    await tx.run(_END_SESSION, session_id=session_id, owner=user_id, now=now, reason=RevokeReason.REFRESH_REUSED)
     await audit.record(
-        session,
-        "auth.refresh_token_reused",
-        subject_user_id=auth_session.user_id,
-        ip_address=client.ip_address,
-        details={"session_id": str(auth_session.id)},
+        tx, "auth.refresh_token_reused", subject_user_id=user_id, details={"session_id": str(session_id)}
     )
-    await session.commit()  # the revocation must outlive the 401 below
+    await tx.commit()  # the revocation must outlive the 401 below
     raise RefreshTokenReusedError()
 
 
 # --- sessions and revocation --------------------------------------------------------------------------
 
 
-async def _revoke(session: AsyncSession, auth_session: AuthSession, reason: str, *, now: datetime) -> None:
-    if auth_session.revoked_at is None:
-        auth_session.revoked_at = now
-        auth_session.revoked_reason = reason
-    await session.flush()
+def _ending(*where: ColumnElement[bool]) -> Query[uuid.UUID]:
+    """End the live sessions ``where`` says: ``revoked_at = :now``, ``revoked_reason = :reason``, their ids back."""
+    return Query(
+        update(_AUTH_SESSIONS)
+        .where(*where, _AUTH_SESSIONS.c.revoked_at.is_(None))
+        .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
+        .returning(_AUTH_SESSIONS.c.id),
+        scalar,
+    )
+
+
+_OF_USER = _AUTH_SESSIONS.c.user_id == bindparam("owner")
+_END_SESSION = _ending(_AUTH_SESSIONS.c.id == bindparam("session_id"), _OF_USER)
+"""One session of a user (no row when it is not theirs or has ended already)."""
+_END_USER_SESSIONS = _ending(_OF_USER)
+_END_OTHER_SESSIONS = _ending(_OF_USER, _AUTH_SESSIONS.c.id != bindparam("keep"))
 
 
 async def revoke_user_sessions(
-    session: AsyncSession, *, user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None
+    tx: Tx, *, user_id: uuid.UUID, reason: str, keep: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
     """End every live session of a user (but ``keep``); returns the ended session ids."""
-    conditions = [AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)]
-    if keep is not None:
-        conditions.append(AuthSession.id != keep)
-    result = await session.execute(
-        update(AuthSession)
-        .where(*conditions)
-        .values(revoked_at=utcnow(), revoked_reason=reason)
-        .returning(AuthSession.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(result.scalars())
+    if keep is None:
+        return await tx.all(_END_USER_SESSIONS, owner=user_id, now=utcnow(), reason=reason)
+    return await tx.all(_END_OTHER_SESSIONS, owner=user_id, keep=keep, now=utcnow(), reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,60 +448,48 @@ async def all_sessions(statements: Statements, *, user_id: uuid.UUID) -> list[Se
 
 
 async def revoke_session(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    reason: str,
-    actor_id: uuid.UUID | None = None,
-    ip_address: str | None = None,
+    tx: Tx, *, user_id: uuid.UUID, session_id: uuid.UUID, reason: str, actor_id: uuid.UUID | None = None
 ) -> None:
-    auth_session = await session.get(AuthSession, session_id)
-    if auth_session is None or auth_session.user_id != user_id or auth_session.revoked_at is not None:
+    """End one live session of the user: SessionNotFoundError when it is not theirs or has ended already."""
+    if await tx.value(_END_SESSION, session_id=session_id, owner=user_id, now=utcnow(), reason=reason) is None:
         raise SessionNotFoundError()
-    await _revoke(session, auth_session, reason, now=utcnow())
     await audit.record(
-        session,
+        tx,
         "auth.session_revoked" if reason != RevokeReason.LOGOUT else "auth.logout",
         actor_id=actor_id or user_id,
         subject_user_id=user_id,
-        ip_address=ip_address,
         details={"session_id": str(session_id), "reason": reason},
     )
 
 
-async def logout_with_refresh_token(
-    session: AsyncSession, settings: Settings, *, token: str, ip_address: str | None
-) -> None:
+async def logout_with_refresh_token(tx: Tx, settings: Settings, *, token: str) -> None:
     """End the session a refresh token names (logout without an access token, e.g. by the refresh cookie).
 
     The token's HMAC must match its session and generation; it is not rotated. A token of an earlier generation
     also ends the session (presenting it to /auth/refresh would end it too). Idempotent for a session that
     has already ended.
     """
-    auth_session, _ = await _session_of_refresh_token(session, settings, token)
-    if auth_session.revoked_at is not None:
+    state, parts = await _session_of_refresh_token(tx, settings, token)
+    if state.revoked_at is not None:
         return
-    await _revoke(session, auth_session, RevokeReason.LOGOUT, now=utcnow())
+    ended = await tx.value(
+        _END_SESSION, session_id=parts.session_id, owner=state.user_id, now=utcnow(), reason=RevokeReason.LOGOUT
+    )
+    if ended is None:  # a concurrent logout ended it first (and recorded it)
+        return
     await audit.record(
-        session,
+        tx,
         "auth.logout",
-        actor_id=auth_session.user_id,
-        subject_user_id=auth_session.user_id,
-        ip_address=ip_address,
-        details={"session_id": str(auth_session.id), "reason": RevokeReason.LOGOUT, "via": "refresh_token"},
+        actor_id=state.user_id,
+        subject_user_id=state.user_id,
+        details={"session_id": str(parts.session_id), "reason": RevokeReason.LOGOUT, "via": "refresh_token"},
     )
 
 
-async def logout_all(session: AsyncSession, *, user_id: uuid.UUID, ip_address: str | None) -> list[uuid.UUID]:
-    ended = await revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.LOGOUT_ALL)
+async def logout_all(tx: Tx, *, user_id: uuid.UUID) -> list[uuid.UUID]:
+    ended = await revoke_user_sessions(tx, user_id=user_id, reason=RevokeReason.LOGOUT_ALL)
     await audit.record(
-        session,
-        "auth.logout_all",
-        actor_id=user_id,
-        subject_user_id=user_id,
-        ip_address=ip_address,
-        details={"sessions": len(ended)},
+        tx, "auth.logout_all", actor_id=user_id, subject_user_id=user_id, details={"sessions": len(ended)}
     )
     return ended
 
@@ -431,9 +503,7 @@ async def check_current_password(user: AnyUser, password: str) -> None:
         raise WrongPasswordError()
 
 
-async def reauthenticate(
-    session: AsyncSession, *, user: AnyUser, password: str, failed_action: str, ip_address: str | None
-) -> None:
+async def reauthenticate(tx: Tx, *, user: AnyUser, password: str, failed_action: str) -> None:
     """The current password of an own account, asked again before a change that a stolen access token alone
     must not make (email change, account deletion). Wrong: the attempt is audited as ``failed_action`` (committed,
     it must outlive the answer) and 401 ``invalid_credentials``."""
@@ -441,60 +511,64 @@ async def reauthenticate(
     ok, _ = await security.verify_password(password, user.hashed_password)
     if ok:
         return
-    await audit.record(
-        session,
-        failed_action,
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"reason": "password"},
-    )
-    await session.commit()  # the audit event must outlive the 401 (which rolls the request back)
+    await audit.record(tx, failed_action, actor_id=user.id, subject_user_id=user.id, details={"reason": "password"})
+    await tx.commit()  # the audit event must outlive the 401 (which rolls the request back)
     raise InvalidCredentialsError("The current password is incorrect.")
 
 
 async def change_password(
-    session: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    current_password: str,
-    new_password: str,
-    current_session_id: uuid.UUID | None,
-    ip_address: str | None,
+    tx: Tx, *, user_id: uuid.UUID, current_password: str, new_password: str, current_session_id: uuid.UUID | None
 ) -> list[uuid.UUID]:
-    user = await user_service.lock_user(session, user_id)
+    user = await user_service.lock_user(tx, user_id)
     await check_current_password(user, current_password)
     if new_password.strip().lower() == user.email:
         raise WeakPasswordError(field="new_password")
-    user.hashed_password = await security.hash_password(new_password)
+    await user_service.change_user(tx, user.id, hashed_password=await security.hash_password(new_password))
     ended = await revoke_user_sessions(
-        session, user_id=user.id, reason=RevokeReason.PASSWORD_CHANGED, keep=current_session_id
+        tx, user_id=user.id, reason=RevokeReason.PASSWORD_CHANGED, keep=current_session_id
     )
     await audit.record(
-        session,
-        "auth.password_changed",
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"sessions_ended": len(ended)},
+        tx, "auth.password_changed", actor_id=user.id, subject_user_id=user.id, details={"sessions_ended": len(ended)}
     )
     return ended
 
 
 # --- email tokens (verification, password reset) -----------------------------------------------------
 
+_NEW_EMAIL_TOKEN = Query(insert(_EMAIL_TOKENS), _nothing)  # parameters by column name
+_UNUSED_OF_USER = (_EMAIL_TOKENS.c.user_id == bindparam("owner"), _EMAIL_TOKENS.c.used_at.is_(None))
+_SPEND_TOKENS_OF_PURPOSE = Query(
+    update(_EMAIL_TOKENS)
+    .where(*_UNUSED_OF_USER, _EMAIL_TOKENS.c.purpose == bindparam("kind"))
+    .values(used_at=bindparam("now")),
+    _nothing,
+)
+_SPEND_ALL_TOKENS = Query(update(_EMAIL_TOKENS).where(*_UNUSED_OF_USER).values(used_at=bindparam("now")), _nothing)
 
-async def _spend_email_tokens(session: AsyncSession, *, user_id: uuid.UUID, purpose: EmailTokenPurpose) -> None:
-    await session.execute(
-        update(EmailToken)
-        .where(EmailToken.user_id == user_id, EmailToken.purpose == purpose, EmailToken.used_at.is_(None))
-        .values(used_at=utcnow())
-        .execution_options(synchronize_session=False)
+
+@dataclass(frozen=True, slots=True)
+class _SpentToken:
+    user_id: uuid.UUID
+    email: str  # the address it was mailed to
+
+
+# Spent exactly once: of two racing confirmations one updates the row, the other's condition no longer holds.
+_SPEND_TOKEN = Query(
+    update(_EMAIL_TOKENS)
+    .where(
+        _EMAIL_TOKENS.c.token_hash == bindparam("digest"),
+        _EMAIL_TOKENS.c.purpose == bindparam("kind"),
+        _EMAIL_TOKENS.c.used_at.is_(None),
+        _EMAIL_TOKENS.c.expires_at > bindparam("now"),
     )
+    .values(used_at=bindparam("now"))
+    .returning(_EMAIL_TOKENS.c.user_id, _EMAIL_TOKENS.c.email),
+    _SpentToken,
+)
 
 
 async def create_email_token(
-    session: AsyncSession, settings: Settings, *, user: AnyUser, purpose: EmailTokenPurpose, email: str | None = None
+    tx: Tx, settings: Settings, *, user: AnyUser, purpose: EmailTokenPurpose, email: str | None = None
 ) -> str:
     """A single-use token mailed to ``email`` (default ``user.email``; 256 bits, only its SHA-256 is stored).
 
@@ -511,51 +585,38 @@ async def create_email_token(
             else settings.EMAIL_CHANGE_EXPIRE_HOURS
         )
         lifetime = timedelta(hours=hours)
-        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
+        await tx.run(_SPEND_TOKENS_OF_PURPOSE, owner=user.id, kind=purpose, now=now)
     token = security.new_secret_token()
-    session.add(
-        EmailToken(
-            user_id=user.id,
-            purpose=purpose,
-            token_hash=security.hash_token(token),
-            email=email or user.email,
-            created_at=now,
-            expires_at=now + lifetime,
-        )
+    await tx.run(
+        _NEW_EMAIL_TOKEN,
+        id=new_id(),
+        user_id=user.id,
+        purpose=purpose,
+        token_hash=security.hash_token(token),
+        email=email or user.email,
+        created_at=now,
+        expires_at=now + lifetime,
+        used_at=None,
     )
-    await session.flush()
     return token
 
 
-async def _spend_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> tuple[User, str]:
-    """Spend a token exactly once (a conditional UPDATE, so two racing confirmations cannot both win): its
-    active user and the address it was mailed to. Unknown, expired or used: InvalidEmailTokenError."""
-    now = utcnow()
-    result = await session.execute(
-        update(EmailToken)
-        .where(
-            EmailToken.token_hash == security.hash_token(token),
-            EmailToken.purpose == purpose,
-            EmailToken.used_at.is_(None),
-            EmailToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(EmailToken.user_id, EmailToken.email)
-        .execution_options(synchronize_session=False)
-    )
-    row = result.one_or_none()
-    if row is None:
+async def _spend_email_token(tx: Tx, *, token: str, purpose: EmailTokenPurpose) -> tuple[UserRow, str]:
+    """Spend a token exactly once: its active user and the address it was mailed to. Unknown, expired or used:
+    InvalidEmailTokenError."""
+    spent = await tx.one(_SPEND_TOKEN, digest=security.hash_token(token), kind=purpose, now=utcnow())
+    if spent is None:
         raise InvalidEmailTokenError()
-    user = await session.get(User, row.user_id)
+    user = await user_service.find_user(tx, spent.user_id)
     if user is None or not user.is_active:
         raise InvalidEmailTokenError()
-    return user, row.email
+    return user, spent.email
 
 
-async def consume_email_token(session: AsyncSession, *, token: str, purpose: EmailTokenPurpose) -> User:
+async def consume_email_token(tx: Tx, *, token: str, purpose: EmailTokenPurpose) -> UserRow:
     """Spend a verification or reset token: InvalidEmailTokenError also when it was mailed to an address the
     account no longer has (the token proves nothing about the new one)."""
-    user, mailed_to = await _spend_email_token(session, token=token, purpose=purpose)
+    user, mailed_to = await _spend_email_token(tx, token=token, purpose=purpose)
     if user.email != mailed_to:
         raise InvalidEmailTokenError()
     return user
@@ -565,75 +626,59 @@ def is_own_account(user: AnyUser) -> bool:
     return user.auth_provider == AuthProvider.LOCAL and user.hashed_password is not None
 
 
-async def request_email_verification(session: AsyncSession, settings: Settings, *, user: AnyUser) -> str | None:
+async def request_email_verification(tx: Tx, settings: Settings, *, user: AnyUser) -> str | None:
     """A verification token to mail, or None when there is nothing to verify here (already verified, or an
     account whose email Supabase manages)."""
     if user.is_verified or not is_own_account(user):
         return None
-    return await create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
+    return await create_email_token(tx, settings, user=user, purpose=EmailTokenPurpose.VERIFY_EMAIL)
 
 
-async def verify_email(session: AsyncSession, *, token: str, ip_address: str | None) -> User:
-    user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.VERIFY_EMAIL)
-    user.is_verified = True
+async def verify_email(tx: Tx, *, token: str) -> UserRow:
+    user = await consume_email_token(tx, token=token, purpose=EmailTokenPurpose.VERIFY_EMAIL)
+    verified = await user_service.change_user(tx, user.id, is_verified=True)
+    if verified is None:  # deleted meanwhile
+        raise InvalidEmailTokenError()
     await audit.record(
-        session,
-        "auth.email_verified",
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"email": user.email},
+        tx, "auth.email_verified", actor_id=user.id, subject_user_id=user.id, details={"email": user.email}
     )
-    await session.flush()
-    return user
+    return verified
 
 
-async def request_password_reset(
-    session: AsyncSession, settings: Settings, *, email: str, ip_address: str | None
-) -> tuple[User, str] | None:
+async def request_password_reset(tx: Tx, settings: Settings, *, email: str) -> tuple[UserRow, str] | None:
     """(user, token) to mail when ``email`` is an active own account; None otherwise (the caller answers the
     same either way and must not reveal which)."""
-    user = await user_service.find_user_by_email(session, email)
+    user = await user_service.find_user_by_email(tx, email)
     if user is None or not user.is_active or not is_own_account(user):
         return None
-    token = await create_email_token(session, settings, user=user, purpose=EmailTokenPurpose.PASSWORD_RESET)
-    await audit.record(session, "auth.password_reset_requested", subject_user_id=user.id, ip_address=ip_address)
+    token = await create_email_token(tx, settings, user=user, purpose=EmailTokenPurpose.PASSWORD_RESET)
+    await audit.record(tx, "auth.password_reset_requested", subject_user_id=user.id)
     return user, token
 
 
-async def reset_password(session: AsyncSession, *, token: str, new_password: str, ip_address: str | None) -> User:
+async def reset_password(tx: Tx, *, token: str, new_password: str) -> UserRow:
     """Set a new password with a reset token: the email counts as verified (the mail reached it), every
     session ends (their access and refresh tokens die at once), and any other reset token is spent."""
-    user = await consume_email_token(session, token=token, purpose=EmailTokenPurpose.PASSWORD_RESET)
+    user = await consume_email_token(tx, token=token, purpose=EmailTokenPurpose.PASSWORD_RESET)
     if new_password.strip().lower() == user.email:
         raise WeakPasswordError(field="new_password")
-    user.hashed_password = await security.hash_password(new_password)
-    user.is_verified = True
-    await _spend_email_tokens(session, user_id=user.id, purpose=EmailTokenPurpose.PASSWORD_RESET)
-    ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.PASSWORD_RESET)
+    hashed = await security.hash_password(new_password)
+    changed = await user_service.change_user(tx, user.id, hashed_password=hashed, is_verified=True)
+    if changed is None:  # deleted meanwhile
+        raise InvalidEmailTokenError()
+    await tx.run(_SPEND_TOKENS_OF_PURPOSE, owner=user.id, kind=EmailTokenPurpose.PASSWORD_RESET, now=utcnow())
+    ended = await revoke_user_sessions(tx, user_id=user.id, reason=RevokeReason.PASSWORD_RESET)
     await audit.record(
-        session,
-        "auth.password_reset",
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"sessions_ended": len(ended)},
+        tx, "auth.password_reset", actor_id=user.id, subject_user_id=user.id, details={"sessions_ended": len(ended)}
     )
-    await session.flush()
-    return user
+    return changed
 
 
 # --- email change ---------------------------------------------------------------------------------------
 
 
 async def request_email_change(
-    session: AsyncSession,
-    settings: Settings,
-    *,
-    user: AnyUser,
-    new_email: str,
-    current_password: str,
-    ip_address: str | None,
+    tx: Tx, settings: Settings, *, user: AnyUser, new_email: str, current_password: str
 ) -> str:
     """A confirmation token for ``new_email`` (to mail there; the address changes only when it comes back).
 
@@ -642,50 +687,39 @@ async def request_email_change(
     the caller's own included: 409 ``email_taken``. A new request spends the older change links."""
     if not is_own_account(user):
         raise ManagedBySupabaseError()
-    await reauthenticate(
-        session, user=user, password=current_password, failed_action="user.email_change_failed", ip_address=ip_address
-    )
-    if new_email == user.email or await user_service.find_user_by_email(session, new_email) is not None:
+    await reauthenticate(tx, user=user, password=current_password, failed_action="user.email_change_failed")
+    if new_email == user.email or await user_service.find_user_by_email(tx, new_email) is not None:
         raise EmailTakenError()
-    token = await create_email_token(
-        session, settings, user=user, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=new_email
-    )
+    token = await create_email_token(tx, settings, user=user, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=new_email)
     await audit.record(
-        session,
-        "user.email_change_requested",
-        actor_id=user.id,
-        subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"email": new_email},
+        tx, "user.email_change_requested", actor_id=user.id, subject_user_id=user.id, details={"email": new_email}
     )
     return token
 
 
-async def confirm_email_change(
-    session: AsyncSession, *, token: str, keep_session: uuid.UUID | None, ip_address: str | None
-) -> tuple[User, str]:
+async def confirm_email_change(tx: Tx, *, token: str, keep_session: uuid.UUID | None) -> tuple[UserRow, str]:
     """Switch to the address the token was mailed to (which that mail proves): the account is verified there,
     every session but ``keep_session`` (the caller's, when the caller is this user) ends, and every other
     pending mail token of the account is spent. Returns the user and the former address.
 
     400 ``invalid_token`` (unknown, expired, used; single-use under races: one conditional UPDATE), 409
     ``email_taken`` when the address found an account meanwhile."""
-    user, new_email = await _spend_email_token(session, token=token, purpose=EmailTokenPurpose.EMAIL_CHANGE)
+    user, new_email = await _spend_email_token(tx, token=token, purpose=EmailTokenPurpose.EMAIL_CHANGE)
     if not is_own_account(user):
         raise InvalidEmailTokenError()
-    old_email = user.email
-    user.email, user.is_verified = new_email, True
-    if not await flush_unique(session):
-        raise EmailTakenError()
-    for purpose in EmailTokenPurpose:
-        await _spend_email_tokens(session, user_id=user.id, purpose=purpose)
-    ended = await revoke_user_sessions(session, user_id=user.id, reason=RevokeReason.EMAIL_CHANGED, keep=keep_session)
+    try:
+        changed = await user_service.change_user(tx, user.id, email=new_email, is_verified=True)
+    except IntegrityError as exc:  # the unique email: the request rolls back, the token stays unspent
+        raise EmailTakenError() from exc
+    if changed is None:  # deleted meanwhile
+        raise InvalidEmailTokenError()
+    await tx.run(_SPEND_ALL_TOKENS, owner=user.id, now=utcnow())
+    ended = await revoke_user_sessions(tx, user_id=user.id, reason=RevokeReason.EMAIL_CHANGED, keep=keep_session)
     await audit.record(
-        session,
+        tx,
         "user.email_changed",
         actor_id=user.id,
         subject_user_id=user.id,
-        ip_address=ip_address,
-        details={"from": old_email, "to": new_email, "sessions_ended": len(ended)},
+        details={"from": user.email, "to": new_email, "sessions_ended": len(ended)},
     )
-    return user, old_email
+    return changed, user.email

@@ -37,7 +37,7 @@ from app.auth.exceptions import (
 )
 from app.auth.identity import SUPABASE_DELETED_AT, SUPABASE_USER
 from app.auth.jwks import JwksClient
-from app.core.data import in_session
+from app.core.data import in_session, session_tx
 from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.state import AppState
@@ -217,7 +217,7 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
 
 async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> UserRow:
     """The token's email belongs to an account of its own: link it only on a verified email, else 409."""
-    existing = await user_service.find_user_by_email(session, identity.local_email)
+    existing = await user_service.find_user_by_email(in_session(session), identity.local_email)
     if existing is not None and existing.supabase_id == identity.user_id:
         return await _local_user(session, identity)  # a concurrent first request of the same Supabase user linked it
     if existing is None or existing.supabase_id is not None or not identity.email_verified:
@@ -230,7 +230,9 @@ async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: 
         session, user_id=existing.id, supabase_id=identity.user_id, drop_password=unproven
     ):
         if unproven:
-            await auth_service.revoke_user_sessions(session, user_id=existing.id, reason=MERGE_REVOKE_REASON)
+            await auth_service.revoke_user_sessions(
+                session_tx(session), user_id=existing.id, reason=MERGE_REVOKE_REASON
+            )
         await audit.record(
             session,
             "user.supabase_linked",

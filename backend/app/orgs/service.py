@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.audit import service as audit
 from app.auth.exceptions import MfaRequiredError
-from app.core.data import Data, Query, paged, scalar
+from app.core.data import Data, Query, in_session, paged, scalar
 from app.core.db import flush_unique, utcnow
 from app.core.emails import normalize_email
 from app.core.security import hash_token, new_secret_token
@@ -372,7 +372,7 @@ async def add_member(
 ) -> Member:
     """Add an existing user (by email): 404 ``user_not_found``, 409 ``already_member``."""
     policy.require(policy.decide(actor.role, Action.ADD_MEMBER, role=role))
-    user = await user_service.find_user_by_email(session, email)
+    user = await user_service.find_user_by_email(in_session(session), email)
     if user is None:
         raise UserNotFoundError("No user with this email exists; invite them instead.")
     if await find_membership(session, org_id=actor.org_id, user_id=user.id) is not None:
@@ -500,7 +500,7 @@ async def create_invitation(
     email = normalize_email(email)
     actor_role = await _locked_actor(session, actor)  # locks: one pending invitation per email, even in races
     policy.require(policy.decide(actor_role, Action.INVITE, role=role))
-    existing = await user_service.find_user_by_email(session, email)
+    existing = await user_service.find_user_by_email(in_session(session), email)
     if existing is not None and await find_membership(session, org_id=actor.org_id, user_id=existing.id):
         raise AlreadyMemberError()
     now = utcnow()

@@ -37,7 +37,8 @@ from app.auth import service as auth_service
 from app.auth.dependencies import Principal
 from app.auth.exceptions import ReauthenticationRequiredError
 from app.auth.models import AuthSession, MfaFactor, MfaRecoveryCode, RevokeReason
-from app.core.data import SQLITE_READ
+from app.core.context import RequestContext
+from app.core.data import SQLITE_READ, session_tx
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
@@ -79,7 +80,10 @@ async def check_reauthentication(
         if current_password is None:
             raise ReauthenticationRequiredError("Send current_password to delete this account.")
         await auth_service.reauthenticate(
-            session, user=user, password=current_password, failed_action="user.delete_failed", ip_address=ip_address
+            session_tx(session, RequestContext(ip_address=ip_address, user_agent=None)),
+            user=user,
+            password=current_password,
+            failed_action="user.delete_failed",
         )
         return
     issued_at = principal.issued_at
@@ -133,7 +137,7 @@ async def delete_account(
     if found is None:
         raise UserNotFoundError()
     if found.is_superuser and found.is_active:
-        await user_service.ensure_another_superuser(session, losing=user_id)
+        await user_service.ensure_another_superuser(session_tx(session), losing=user_id)
     await org_service.lock_orgs_of(session, user_id)
     user = await _lock_user(session, user_id)
     # An organization joined between the first lock and the user's row lock (after which nobody can join
@@ -146,7 +150,9 @@ async def delete_account(
     doomed = sorted(set(plan.alone) | (set(plan.sole_owner) if force else set()))
     for org_id in doomed:
         await org_service.delete_org(session, org_id, actor_id, ip_address=ip_address)
-    ended = await auth_service.revoke_user_sessions(session, user_id=user_id, reason=RevokeReason.USER_DELETED)
+    ended = await auth_service.revoke_user_sessions(
+        session_tx(session), user_id=user_id, reason=RevokeReason.USER_DELETED
+    )
     now = utcnow()
     await session.execute(delete(Invitation).where(Invitation.invited_by == user_id))
     if user.supabase_id is not None:

@@ -37,9 +37,9 @@ async def read_me(principal: CurrentPrincipal) -> UserMe:
 
 
 @router.patch("/users/me", operation_id="users-me-update")
-async def update_me(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserRead:
+async def update_me(body: UserUpdate, user: CurrentUser, tx: TxDep) -> UserRead:
     """Change the caller's name. The email changes through ``POST /users/me/email`` (``email`` here is a 422)."""
-    updated = await user_service.update_me(session, user_id=user.id, changes=body)
+    updated = await user_service.update_me(tx, user_id=user.id, changes=body)
     return UserRead.model_validate(updated)
 
 
@@ -105,9 +105,8 @@ async def request_email_change(
     body: EmailChangeRequest,
     user: CurrentUser,
     request: Request,
-    ctx: RequestContextDep,
     background: BackgroundTasks,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> Accepted:
     """Ask to move the account to another address (own accounts, with the current password). Nothing changes
@@ -115,12 +114,7 @@ async def request_email_change(
     a notice without a link to the current one. 401 ``invalid_credentials`` for a wrong password, 409
     ``email_taken``, 409 ``managed_by_supabase`` for Supabase users."""
     token = await auth_service.request_email_change(
-        session,
-        settings,
-        user=user,
-        new_email=body.email,
-        current_password=body.current_password,
-        ip_address=ctx.ip_address,
+        tx, settings, user=user, new_email=body.email, current_password=body.current_password
     )
     mail.send_email_change(request, background, old_email=user.email, new_email=body.email, token=token)
     return ACCEPTED
@@ -130,17 +124,12 @@ async def request_email_change(
     "/users/me/email/confirm",
     operation_id="users-me-email-confirm",
 )
-async def confirm_email_change(
-    body: EmailChangeConfirm, principal: OptionalPrincipal, ctx: RequestContextDep, session: SessionDep
-) -> UserRead:
+async def confirm_email_change(body: EmailChangeConfirm, principal: OptionalPrincipal, tx: TxDep) -> UserRead:
     """Spend the mailed token (with or without the user's access token): the account has the new address,
     verified, and every session of it ends except the caller's. 400 ``invalid_token`` (unknown, expired, used),
     409 ``email_taken`` when the address found an account meanwhile."""
     user, _former = await auth_service.confirm_email_change(
-        session,
-        token=body.token,
-        keep_session=principal.session_id if principal is not None else None,
-        ip_address=ctx.ip_address,
+        tx, token=body.token, keep_session=principal.session_id if principal is not None else None
     )
     return UserRead.model_validate(user)
 

@@ -5,101 +5,139 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.exceptions import InvalidCredentialsError
 from app.core.data import Data, Query, Statements, Tx, scalar
-from app.core.db import flush_unique, utcnow
+from app.core.db import new_id, utcnow
 from app.core.emails import normalize_email
-from app.core.updates import Update, apply_changes, sent_values
+from app.core.updates import Update, sent_values
 from app.credits import service as credit_service
 from app.users.exceptions import EmailTakenError, LastSuperuserError, ProfileNotFoundError, UserNotFoundError
-from app.users.models import AuthProvider, Profile, User
+from app.users.models import USER_COLUMNS, AuthProvider, Profile, User, UserRow
 from app.users.schemas import ProfileUpdate, UserUpdate
 
 SIGNUP_CREDITS_REASON = "signup_bonus"
 
 
-async def find_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    return await session.get(User, user_id)
+_USERS = cast(Table, User.__table__)
+_USER = Query(select(*USER_COLUMNS).where(_USERS.c.id == bindparam("user_id")), UserRow)
+# FOR NO KEY UPDATE (PostgreSQL; not rendered on SQLite): rows that reference the user (a new session) can still be
+# inserted meanwhile, and no deadlock arises with their key-share locks.
+_LOCKED_USER = Query(
+    select(*USER_COLUMNS).where(_USERS.c.id == bindparam("user_id")).with_for_update(key_share=True), UserRow
+)
+_USER_BY_EMAIL = Query(select(*USER_COLUMNS).where(_USERS.c.email == bindparam("email")), UserRow)
+_ACTIVE_SUPERUSERS = Query(
+    select(_USERS.c.id)
+    .where(_USERS.c.is_superuser.is_(True), _USERS.c.is_active.is_(True))
+    .order_by(_USERS.c.id)
+    .with_for_update(key_share=True),
+    scalar,
+)
+# ON CONFLICT DO NOTHING (any unique key) renders on SQLite as on PostgreSQL: a taken email returns no row, with
+# no savepoint and the transaction intact. Parameters by column name.
+_NEW_USER = Query(postgresql.insert(_USERS).on_conflict_do_nothing().returning(*USER_COLUMNS), UserRow)
+_UPDATE_USER = Update(User, returning=USER_COLUMNS, row=UserRow)
+_UPGRADE_HASH = Query(
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("user_id"), _USERS.c.hashed_password == bindparam("verified"))
+    .values(hashed_password=bindparam("upgraded")),
+    lambda *_: None,
+)
 
 
-async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await find_user(session, user_id)
+async def find_user(statements: Statements, user_id: uuid.UUID) -> UserRow | None:
+    return await statements.one(_USER, user_id=user_id)
+
+
+async def get_user(statements: Statements, user_id: uuid.UUID) -> UserRow:
+    user = await find_user(statements, user_id)
     if user is None:
         raise UserNotFoundError()
     return user
 
 
-async def _lock_active_superusers(session: AsyncSession) -> set[uuid.UUID]:
+async def _lock_active_superusers(tx: Tx) -> set[uuid.UUID]:
     """Ids of the active superusers, their rows locked (PostgreSQL) until the transaction ends.
 
     Two superusers demoting, deactivating or deleting each other at once are serialized here: the second
     one re-reads the rows after the first commits and sees who is left. ``FOR NO KEY UPDATE``: rows that
     reference a superuser (a session, an invitation they send) can still be inserted meanwhile.
     """
-    rows = await session.scalars(
-        select(User.id)
-        .where(User.is_superuser.is_(True), User.is_active.is_(True))
-        .order_by(User.id)
-        .with_for_update(key_share=True)
-    )
-    return set(rows)
+    return set(await tx.all(_ACTIVE_SUPERUSERS))
 
 
-async def ensure_another_superuser(session: AsyncSession, *, losing: uuid.UUID) -> None:
+async def ensure_another_superuser(tx: Tx, *, losing: uuid.UUID) -> None:
     """409 ``last_superuser`` when ``losing`` is the last active superuser (demoted, deactivated or deleted)."""
-    active = await _lock_active_superusers(session)
+    active = await _lock_active_superusers(tx)
     if losing in active and not active - {losing}:
         raise LastSuperuserError()
 
 
-async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+async def lock_user(tx: Tx, user_id: uuid.UUID) -> UserRow:
     """The user's row, locked until the transaction ends: serializes a user's logins (counting their live
     sessions and ending the surplus is one step) and MFA changes. ``FOR NO KEY UPDATE`` on PostgreSQL, so
     rows that reference the user (a new session) can still be inserted meanwhile and no deadlock arises with
     their key-share locks; SQLite runs one writer at a time anyway (the clause is not rendered there)."""
-    user = await session.scalar(
-        select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(populate_existing=True)
-    )
+    user = await tx.one(_LOCKED_USER, user_id=user_id)
     if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py): the sign-in is void
         raise InvalidCredentialsError("This account no longer exists.")
     return user
 
 
-async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+async def find_user_by_email(statements: Data | Statements, email: str) -> UserRow | None:
     """``email`` in its stored form: from the ``Email`` schema type, or through ``normalize_email``."""
-    return await session.scalar(select(User).where(User.email == email))
+    return await statements.one(_USER_BY_EMAIL, email=email)
 
 
 async def create_user(
-    session: AsyncSession,
+    tx: Tx,
     *,
     email: str,
     hashed_password: str | None,
     full_name: str | None = None,
-    user_id: uuid.UUID | None = None,
     auth_provider: str = AuthProvider.LOCAL,
     is_verified: bool = False,
     is_superuser: bool = False,
-) -> User:
-    """Insert a user; a duplicate email is EmailTakenError (nothing else of the transaction is lost)."""
-    user = User(
+) -> UserRow:
+    """Insert a user; a taken email is EmailTakenError (nothing else of the transaction is lost)."""
+    now = utcnow()
+    user = await tx.one(
+        _NEW_USER,
+        id=new_id(),
         email=normalize_email(email),
         hashed_password=hashed_password,
         full_name=full_name,
-        auth_provider=auth_provider,
-        is_verified=is_verified,
+        is_active=True,
         is_superuser=is_superuser,
+        is_verified=is_verified,
+        auth_provider=auth_provider,
+        supabase_id=None,
+        mfa_enabled=False,
+        created_at=now,
+        updated_at=now,
     )
-    if user_id is not None:
-        user.id = user_id
-    if not await flush_unique(session, user):
+    if user is None:
         raise EmailTakenError()
     return user
+
+
+async def change_user(tx: Tx, user_id: uuid.UUID, **values: Any) -> UserRow | None:
+    """Set these columns of the user: one ``UPDATE ... RETURNING`` (``updated_at`` too); None when the user is
+    gone. A change with a rule of its own (the email, the password) is the caller's to check first."""
+    query, params = _UPDATE_USER(user_id, values)
+    return await tx.one(query, **params)
+
+
+async def upgrade_password_hash(tx: Tx, user_id: uuid.UUID, *, verified: str, upgraded: str) -> None:
+    """Replace the hash a login just verified with its re-hash (bcrypt -> argon2), unless the password changed
+    meanwhile (the new one is kept)."""
+    await tx.run(_UPGRADE_HASH, user_id=user_id, verified=verified, upgraded=upgraded)
 
 
 def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
@@ -244,9 +282,10 @@ async def update_profile(tx: Tx, *, user_id: uuid.UUID, changes: ProfileUpdate) 
     return profile
 
 
-async def update_me(session: AsyncSession, *, user_id: uuid.UUID, changes: UserUpdate) -> User:
+async def update_me(tx: Tx, *, user_id: uuid.UUID, changes: UserUpdate) -> UserRow:
     """Apply the sent fields of ``UserUpdate`` (the name; the email changes through its own confirmed flow)."""
-    user = await lock_user(session, user_id)
-    apply_changes(user, changes)
-    await session.flush()
+    values = sent_values(User, changes)
+    user = await (change_user(tx, user_id, **values) if values else find_user(tx, user_id))
+    if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py)
+        raise InvalidCredentialsError("This account no longer exists.")
     return user

@@ -21,7 +21,7 @@ from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose
 from app.core.db import utcnow
 from app.state import state_of
 from app.users import service as user_service
-from app.users.models import AuthProvider, User
+from app.users.models import AuthProvider, UserRow
 from tests.conftest import AppFactory, client_for
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
 from tests.integrations.smtp import Delivered, RecordingHandler, free_port, smtp_server
@@ -278,7 +278,7 @@ class TestPasswordResetRequest:
         events: list[str] = []
         real = auth_service.request_password_reset
 
-        async def recorded(*args: Any, **kwargs: Any) -> tuple[User, str] | None:
+        async def recorded(*args: Any, **kwargs: Any) -> tuple[UserRow, str] | None:
             events.append("lookup")
             return await real(*args, **kwargs)
 
@@ -313,11 +313,10 @@ class TestPasswordResetRequest:
         self, mc: httpx.AsyncClient, mail_app: FastAPI, outbox: RecordingHandler
     ) -> None:
         email = unique_email("supa")
-        async with state_of(mail_app).sessionmaker() as session:
+        async with state_of(mail_app).data.transaction() as tx:
             await user_service.create_user(
-                session, email=email, hashed_password=None, auth_provider=AuthProvider.SUPABASE, is_verified=True
+                tx, email=email, hashed_password=None, auth_provider=AuthProvider.SUPABASE, is_verified=True
             )
-            await session.commit()
         await request_reset(mc, email)
         assert outbox.messages == []
 
@@ -433,11 +432,8 @@ class TestPasswordResetConfirm:
     ) -> None:
         user = await create_user(mail_app)
         token = await reset_token(mc, outbox, user.email)
-        async with state_of(mail_app).sessionmaker() as session:
-            found = await user_service.find_user(session, user.id)
-            assert found is not None
-            found.is_active = False
-            await session.commit()
+        async with state_of(mail_app).data.transaction() as tx:
+            assert await user_service.change_user(tx, user.id, is_active=False) is not None
         response = await mc.post(
             "/api/v1/auth/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD}
         )

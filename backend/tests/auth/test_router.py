@@ -7,6 +7,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.auth import service as auth_service
+from app.auth.exceptions import SessionRevokedError
 from app.core import security
 from app.state import state_of
 from tests.conftest import AppFactory, client_for, requires_postgres
@@ -204,6 +206,28 @@ class TestRefresh:
         assert len({a.json()["refresh_token"] for a in answers}) == 1
         follow = await client.post("/api/v1/auth/refresh", json={"refresh_token": answers[0].json()["refresh_token"]})
         assert follow.status_code == 200
+
+    @requires_postgres()
+    @pytest.mark.parametrize("first_step", ["refresh", "logout"])
+    async def test_a_refresh_overtaken_between_its_read_and_its_rotation(self, app: FastAPI, first_step: str) -> None:
+        """The interleaving parallel requests rarely hit: the racer has read the session when another transaction
+        rotates it (the racer gets that rotation's refresh token back) or ends it (401 session_revoked)."""
+        user = await create_user(app)
+        settings, data = state_of(app).settings, state_of(app).data
+        async with data.transaction() as first, data.transaction() as second:
+            if first_step == "refresh":
+                winner = await auth_service.refresh(first, settings, token=user.refresh_token)
+            else:
+                await auth_service.logout_with_refresh_token(first, settings, token=user.refresh_token)
+            racer = asyncio.create_task(auth_service.refresh(second, settings, token=user.refresh_token))
+            await asyncio.sleep(0.3)  # the racer has read the session and waits for its row in the UPDATE
+            assert not racer.done()
+            await first.commit()
+            if first_step == "refresh":
+                assert (await racer).refresh_token == winner.refresh_token
+            else:
+                with pytest.raises(SessionRevokedError):
+                    await racer
 
     @pytest.mark.parametrize("token", ["", "garbage", "rt.AAAA.0.BBBB", "rt." + "A" * 22 + ".0." + "B" * 43])
     async def test_invalid_token_401(self, client: httpx.AsyncClient, token: str) -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.core.db import SessionDep
+from app.core.data import TxDep
 from app.core.errors import unexpected_error_response
 from app.state import state_of
 from app.users.models import User
@@ -123,8 +123,8 @@ class TestRollback:
         app: FastAPI = await make_app()
 
         @app.post("/half")
-        async def half(session: SessionDep) -> None:
-            await create_user(session, email="half@example.com", hashed_password=None)
+        async def half(tx: TxDep) -> None:
+            await create_user(tx, email="half@example.com", hashed_password=None)
             raise RuntimeError("fails after the insert")
 
         async with client_for(app) as client:

@@ -25,7 +25,6 @@ from app.auth.models import AuthSession, EmailToken
 from app.core.db import utcnow
 from app.integrations.email.sender import EmailSender
 from app.state import state_of
-from app.users.models import User
 from tests import factories, supabase_tokens
 from tests.conftest import AppFactory, client_for, requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
@@ -321,15 +320,10 @@ class TestSessions:
         application = await make_app(MAX_SESSIONS_PER_USER=1)
         settings = state_of(application).settings
         user = await create_user(application, logged_in=False)
-        async with state_of(application).sessionmaker() as first, state_of(application).sessionmaker() as second:
-            await auth_service.start_session(
-                first, settings, user=await first.get_one(User, user.id), client=auth_service.ClientInfo()
-            )
-            racer = asyncio.create_task(
-                auth_service.start_session(
-                    second, settings, user=await second.get_one(User, user.id), client=auth_service.ClientInfo()
-                )
-            )
+        data = state_of(application).data
+        async with data.transaction() as first, data.transaction() as second:
+            await auth_service.start_session(first, settings, user_id=user.id)
+            racer = asyncio.create_task(auth_service.start_session(second, settings, user_id=user.id))
             await asyncio.sleep(0.3)  # the racer reaches the point where it counts (and waits there)
             await first.commit()
             await racer

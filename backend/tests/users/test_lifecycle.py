@@ -25,6 +25,7 @@ from app.orgs.models import ApiKey, Invitation, Membership, Organization, OrgRol
 from app.orgs.policy import Actor
 from app.state import state_of
 from app.users import lifecycle
+from app.users import service as user_service
 from app.users.models import DeletedSupabaseIdentity, Profile, User
 from app.users.schemas import AccountExport
 from tests import supabase_tokens
@@ -174,14 +175,12 @@ class TestExport:
 
 async def auth_service_token(app: FastAPI, user: AUser) -> str:
     """A pending email-change token of the user (only its hash is stored; it must not be exported)."""
-    async with state_of(app).sessionmaker() as session:
-        row = await session.get(User, user.id)
+    async with state_of(app).data.transaction() as tx:
+        row = await user_service.find_user(tx, user.id)
         assert row is not None
-        token = await auth_service.create_email_token(
-            session, state_of(app).settings, user=row, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=unique_email()
+        return await auth_service.create_email_token(
+            tx, state_of(app).settings, user=row, purpose=EmailTokenPurpose.EMAIL_CHANGE, email=unique_email()
         )
-        await session.commit()
-        return token
 
 
 # --- deletion ---------------------------------------------------------------------------------------------
