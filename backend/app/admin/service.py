@@ -16,6 +16,7 @@ from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_matche
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
+from app.core.context import RequestContext
 from app.core.data import Data, Query, in_session, paged, scalar, session_tx
 from app.core.updates import apply_changes
 from app.credits import service as credit_service
@@ -130,7 +131,7 @@ class UserDetail:
 
 async def get_user_detail(session: AsyncSession, user_id: uuid.UUID) -> UserDetail:
     user = await user_service.get_user(in_session(session), user_id)
-    memberships = await org_service.list_user_memberships(session, user_id)
+    memberships = await org_service.list_user_memberships(in_session(session), user_id)
     balance = await credit_service.get_balance(in_session(session), user_id)
     return UserDetail(user=user, organizations=memberships, balance=balance)
 
@@ -248,14 +249,13 @@ async def list_orgs(data: Data, *, limit: int, offset: int, search: str | None =
 
 
 async def delete_org(session: AsyncSession, *, actor: UserRow, org_id: uuid.UUID, ip_address: str | None) -> None:
-    org = await org_service.get_org(session, org_id)  # raises org_not_found
-    name, slug = org.name, org.slug
-    await org_service.delete_org(session, org_id, actor.id, ip_address=ip_address)
+    context = RequestContext(ip_address=ip_address, user_agent=None)
+    org = await org_service.delete_org(session_tx(session, context), org_id, actor.id)  # raises org_not_found
     await audit.record(
         session,
         "admin.org_deleted",
         actor_id=actor.id,
         org_id=org_id,
         ip_address=ip_address,
-        details={"name": name, "slug": slug},
+        details={"name": org.name, "slug": org.slug},
     )

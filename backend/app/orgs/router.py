@@ -10,9 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import CurrentCaller, CurrentUser
-from app.core.context import RequestContextDep
-from app.core.data import DataDep
-from app.core.db import SessionDep
+from app.core.data import DataDep, TxDep
 from app.core.schemas import Page, PageDep
 from app.core.settings import SettingsDep
 from app.orgs import api_keys, mail
@@ -61,11 +59,9 @@ invitations_router = APIRouter(prefix="/invitations", tags=["organizations"])
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-create",
 )
-async def create_org(body: OrgCreate, user: CurrentUser, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
+async def create_org(body: OrgCreate, user: CurrentUser, tx: TxDep) -> OrgRead:
     """Create an organization; the caller becomes its owner. Without a slug one is made from the name."""
-    org = await org_service.create_org(
-        session, owner_id=user.id, name=body.name, slug=body.slug, ip_address=ctx.ip_address
-    )
+    org = await org_service.create_org(tx, owner_id=user.id, name=body.name, slug=body.slug)
     return OrgRead.model_validate(org)
 
 
@@ -83,11 +79,11 @@ async def read_org(actor: ViewOrg, data: DataDep) -> OrgRead:
 
 
 @router.patch("/{org_id}", operation_id="orgs-update")
-async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, session: SessionDep) -> OrgRead:
+async def update_org(body: OrgUpdate, actor: UpdateOrg, tx: TxDep) -> OrgRead:
     """Rename, or change the slug (409 ``slug_taken``): admins and owners. ``require_mfa``: owners only, calling
     with an aal2 token (403 ``mfa_required`` otherwise); while on, members need aal2 for everything here but
     leaving."""
-    org = await org_service.update_org(session, actor=actor, changes=body, ip_address=ctx.ip_address)
+    org = await org_service.update_org(tx, actor=actor, changes=body)
     return OrgRead.model_validate(org)
 
 
@@ -96,9 +92,9 @@ async def update_org(body: OrgUpdate, actor: UpdateOrg, ctx: RequestContextDep, 
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-delete",
 )
-async def delete_org(actor: DeleteOrg, ctx: RequestContextDep, session: SessionDep) -> None:
+async def delete_org(actor: DeleteOrg, tx: TxDep) -> None:
     """Delete the organization with its memberships and invitations. Owners only."""
-    await org_service.delete_own_org(session, actor=actor, ip_address=ctx.ip_address)
+    await org_service.delete_own_org(tx, actor=actor)
 
 
 @router.get("/{org_id}/members", operation_id="orgs-members-list")
@@ -115,12 +111,10 @@ async def list_members(actor: ListMembers, page: PageDep, data: DataDep) -> Page
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-members-add",
 )
-async def add_member(body: MemberCreate, actor: AddMember, ctx: RequestContextDep, session: SessionDep) -> MemberRead:
+async def add_member(body: MemberCreate, actor: AddMember, tx: TxDep) -> MemberRead:
     """Add an existing user by email (404 ``user_not_found``; 409 ``already_member``). Nobody grants a role
     above their own; only owners grant ``owner``."""
-    member = await org_service.add_member(
-        session, actor=actor, email=body.email, role=body.role, ip_address=ctx.ip_address
-    )
+    member = await org_service.add_member(tx, actor=actor, email=body.email, role=body.role)
     return MemberRead.model_validate(member)
 
 
@@ -128,14 +122,10 @@ async def add_member(body: MemberCreate, actor: AddMember, ctx: RequestContextDe
     "/{org_id}/members/{user_id}",
     operation_id="orgs-members-update",
 )
-async def change_member_role(
-    user_id: UUID, body: MemberRoleUpdate, actor: ChangeRole, ctx: RequestContextDep, session: SessionDep
-) -> MemberRead:
+async def change_member_role(user_id: UUID, body: MemberRoleUpdate, actor: ChangeRole, tx: TxDep) -> MemberRead:
     """Change a member's role. Admins manage members and admins; only owners touch the owner role;
     the last owner cannot be demoted (409 ``last_owner``)."""
-    member = await org_service.change_member_role(
-        session, actor=actor, user_id=user_id, role=body.role, ip_address=ctx.ip_address
-    )
+    member = await org_service.change_member_role(tx, actor=actor, user_id=user_id, role=body.role)
     return MemberRead.model_validate(member)
 
 
@@ -144,21 +134,19 @@ async def change_member_role(
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-members-remove",
 )
-async def remove_member(user_id: UUID, actor: RemoveOrLeave, ctx: RequestContextDep, session: SessionDep) -> None:
+async def remove_member(user_id: UUID, actor: RemoveOrLeave, tx: TxDep) -> None:
     """Remove a member (admin+; owners only by owners), or leave (your own user id). The last owner can
     do neither (409 ``last_owner``)."""
-    await org_service.remove_member(session, actor=actor, user_id=user_id, ip_address=ctx.ip_address)
+    await org_service.remove_member(tx, actor=actor, user_id=user_id)
 
 
 @router.post(
     "/{org_id}/transfer-ownership",
     operation_id="orgs-transfer-ownership",
 )
-async def transfer_ownership(
-    body: TransferOwnership, actor: TransferOrg, ctx: RequestContextDep, session: SessionDep
-) -> MemberRead:
+async def transfer_ownership(body: TransferOwnership, actor: TransferOrg, tx: TxDep) -> MemberRead:
     """The named member becomes owner and the caller becomes admin. Answers the new owner's membership."""
-    member = await org_service.transfer_ownership(session, actor=actor, user_id=body.user_id, ip_address=ctx.ip_address)
+    member = await org_service.transfer_ownership(tx, actor=actor, user_id=body.user_id)
     return MemberRead.model_validate(member)
 
 
@@ -172,15 +160,14 @@ async def create_invitation(
     actor: Invite,
     caller: CurrentCaller,
     request: Request,
-    ctx: RequestContextDep,
     background: BackgroundTasks,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> InvitationCreated:
     """Invite an email address. The token is in this answer (once) and in the mail sent to the address.
     Re-inviting an email with a pending invitation revokes that one; a member's email is 409."""
-    invitation, token, org = await org_service.create_invitation(
-        session, settings, actor=actor, email=body.email, role=body.role, ip_address=ctx.ip_address
+    invitation, token, org_name = await org_service.create_invitation(
+        tx, settings, actor=actor, email=body.email, role=body.role
     )
     inviter = caller.user.full_name or caller.user.email
     if caller.api_key is not None:
@@ -191,7 +178,7 @@ async def create_invitation(
         to=invitation.email,
         token=token,
         inviter=inviter,
-        org_name=org.name,
+        org_name=org_name,
         role=invitation.role,
     )
     return InvitationCreated.model_validate({**InvitationRead.model_validate(invitation).model_dump(), "token": token})
@@ -216,11 +203,9 @@ async def list_invitations(actor: ListInvitations, page: PageDep, data: DataDep)
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-invitations-revoke",
 )
-async def revoke_invitation(
-    invitation_id: UUID, actor: RevokeInvitation, ctx: RequestContextDep, session: SessionDep
-) -> None:
+async def revoke_invitation(invitation_id: UUID, actor: RevokeInvitation, tx: TxDep) -> None:
     """Revoke a pending invitation: its token stops working."""
-    await org_service.revoke_invitation(session, actor=actor, invitation_id=invitation_id, ip_address=ctx.ip_address)
+    await org_service.revoke_invitation(tx, actor=actor, invitation_id=invitation_id)
 
 
 @router.get("/{org_id}/audit-events", operation_id="orgs-audit-events-list")
@@ -239,20 +224,12 @@ async def list_audit_events(actor: ViewAudit, page: PageDep, data: DataDep) -> P
     status_code=status.HTTP_201_CREATED,
     operation_id="orgs-api-keys-create",
 )
-async def create_api_key(
-    body: ApiKeyCreate, actor: CreateApiKey, ctx: RequestContextDep, session: SessionDep, settings: SettingsDep
-) -> ApiKeyCreated:
+async def create_api_key(body: ApiKeyCreate, actor: CreateApiKey, tx: TxDep, settings: SettingsDep) -> ApiKeyCreated:
     """Create an organization API key (admins and owners, calling as themselves; with aal2 where the organization
     requires MFA). ``key`` is in this answer only: store it now. Its role is ``admin`` or ``member``, never above
     the creator's; it lives until revoked or expired, and while its creator stays an admin or owner here."""
     api_key, key = await api_keys.create_api_key(
-        session,
-        settings,
-        actor=actor,
-        name=body.name,
-        role=body.role,
-        expires_in_days=body.expires_in_days,
-        ip_address=ctx.ip_address,
+        tx, settings, actor=actor, name=body.name, role=body.role, expires_in_days=body.expires_in_days
     )
     return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(api_key).model_dump(), "key": key})
 
@@ -272,20 +249,18 @@ async def list_api_keys(actor: ListApiKeys, page: PageDep, data: DataDep) -> Pag
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="orgs-api-keys-revoke",
 )
-async def revoke_api_key(key_id: UUID, actor: RevokeApiKey, ctx: RequestContextDep, session: SessionDep) -> None:
+async def revoke_api_key(key_id: UUID, actor: RevokeApiKey, tx: TxDep) -> None:
     """Revoke a key (any admin or owner, any key of the organization): refused on its very next use, on every
     worker (401 ``invalid_api_key``)."""
-    await api_keys.revoke_api_key(session, actor=actor, key_id=key_id, ip_address=ctx.ip_address)
+    await api_keys.revoke_api_key(tx, actor=actor, key_id=key_id)
 
 
 @invitations_router.post(
     "/accept",
     operation_id="invitations-accept",
 )
-async def accept_invitation(
-    body: InvitationAccept, user: CurrentUser, ctx: RequestContextDep, session: SessionDep
-) -> MembershipRead:
+async def accept_invitation(body: InvitationAccept, user: CurrentUser, tx: TxDep) -> MembershipRead:
     """Join an organization with an invitation token (404 unknown, expired, revoked or used; 403 when the
     caller's email is not the invited one; 409 already a member). Accepting verifies the caller's email."""
-    member = await org_service.accept_invitation(session, user=user, token=body.token, ip_address=ctx.ip_address)
+    member = await org_service.accept_invitation(tx, user=user, token=body.token)
     return MembershipRead.model_validate(member)

@@ -138,18 +138,19 @@ async def delete_account(
         raise UserNotFoundError()
     if found.is_superuser and found.is_active:
         await user_service.ensure_another_superuser(session_tx(session), losing=user_id)
-    await org_service.lock_orgs_of(session, user_id)
+    orgs = session_tx(session, RequestContext(ip_address=ip_address, user_agent=None))
+    await org_service.lock_orgs_of(orgs, user_id)
     user = await _lock_user(session, user_id)
     # An organization joined between the first lock and the user's row lock (after which nobody can join
     # one): locked too, out of order, a window of a few statements. Rows already held are no-ops.
-    await org_service.lock_orgs_of(session, user_id)
-    plan = await org_service.departure(session, user_id)
+    await org_service.lock_orgs_of(orgs, user_id)
+    plan = await org_service.departure(orgs, user_id)
     refused = plan.sole_owner + plan.alone if refuse_alone else plan.sole_owner
     if refused and not force:
         raise SoleOwnerError()
     doomed = sorted(set(plan.alone) | (set(plan.sole_owner) if force else set()))
     for org_id in doomed:
-        await org_service.delete_org(session, org_id, actor_id, ip_address=ip_address)
+        await org_service.delete_org(orgs, org_id, actor_id)
     ended = await auth_service.revoke_user_sessions(
         session_tx(session), user_id=user_id, reason=RevokeReason.USER_DELETED
     )

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
+from app.core.data import session_tx
 from app.orgs import api_keys
 from app.orgs import service as org_service
 from app.orgs.models import Invitation, Membership, OrgRole
@@ -21,7 +23,7 @@ API = "/api/v1"
 
 async def make_org(app: FastAPI, owner: TestUser, *, name: str = "Acme", slug: str | None = None) -> uuid.UUID:
     async with state_of(app).sessionmaker() as session:
-        org = await org_service.create_org(session, owner_id=owner.id, name=name, slug=slug)
+        org = await org_service.create_org(session_tx(session), owner_id=owner.id, name=name, slug=slug)
         await session.commit()
         return org.id
 
@@ -40,14 +42,21 @@ async def member_of(
     return user
 
 
+async def _role(session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID) -> OrgRole:
+    role = await session.scalar(
+        select(Membership.role).where(Membership.org_id == org_id, Membership.user_id == user_id)
+    )
+    assert role is not None, "not a member"
+    return OrgRole(role)
+
+
 async def make_invitation(
     app: FastAPI, org_id: uuid.UUID, inviter_id: uuid.UUID, *, email: str, role: OrgRole | str = OrgRole.MEMBER
 ) -> tuple[uuid.UUID, str]:
     async with state_of(app).sessionmaker() as session:
-        membership = await org_service.get_membership(session, org_id=org_id, user_id=inviter_id)
-        actor = Actor(org_id=org_id, user_id=inviter_id, role=OrgRole(membership.role))
+        actor = Actor(org_id=org_id, user_id=inviter_id, role=await _role(session, org_id, inviter_id))
         invitation, token, _ = await org_service.create_invitation(
-            session, state_of(app).settings, actor=actor, email=email, role=OrgRole(role)
+            session_tx(session), state_of(app).settings, actor=actor, email=email, role=OrgRole(role)
         )
         await session.commit()
         return invitation.id, token
@@ -64,10 +73,14 @@ async def make_api_key(
 ) -> tuple[uuid.UUID, str]:
     """A key made through the service (as its creator, whose current role is checked): (id, key)."""
     async with state_of(app).sessionmaker() as session:
-        membership = await org_service.get_membership(session, org_id=org_id, user_id=creator_id)
-        actor = Actor(org_id=org_id, user_id=creator_id, role=OrgRole(membership.role))
+        actor = Actor(org_id=org_id, user_id=creator_id, role=await _role(session, org_id, creator_id))
         api_key, key = await api_keys.create_api_key(
-            session, state_of(app).settings, actor=actor, name=name, role=OrgRole(role), expires_in_days=expires_in_days
+            session_tx(session),
+            state_of(app).settings,
+            actor=actor,
+            name=name,
+            role=OrgRole(role),
+            expires_in_days=expires_in_days,
         )
         await session.commit()
         return api_key.id, key

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, MfaFactor, MfaRecoveryCode
+from app.core.data import session_tx
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
@@ -451,7 +452,7 @@ class TestDeleteMeRaces:
 
         async def transfer(session: Any) -> None:
             actor = Actor(org_id=org_id, user_id=owner.id, role=OrgRole.OWNER)
-            await org_service.transfer_ownership(session, actor=actor, user_id=user.id)
+            await org_service.transfer_ownership(session_tx(session), actor=actor, user_id=user.id)
 
         held, error = await _delete_while_held(app, user.id, transfer)
         assert held
@@ -468,7 +469,7 @@ class TestDeleteMeRaces:
 
         async def leave(session: Any) -> None:
             actor = Actor(org_id=org_id, user_id=other.id, role=OrgRole.OWNER)
-            await org_service.remove_member(session, actor=actor, user_id=other.id)
+            await org_service.remove_member(session_tx(session), actor=actor, user_id=other.id)
 
         held, error = await _delete_while_held(app, user.id, leave)
         assert held
