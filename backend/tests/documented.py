@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+
+from app.core.openapi import path_operations
 
 _PARAMETER = re.compile(r"\{[^/{}]+\}")
 
@@ -91,9 +92,9 @@ def documented(app: FastAPI) -> Documented:
     own operations are checked: a route a test adds to its app documents nothing."""
     own = {
         (route.path, method)
-        for route in app.routes
-        if isinstance(route, APIRoute) and route.endpoint.__module__.startswith("app.")
-        for method in route.methods or ()
+        for route in path_operations(app)
+        if route.endpoint.__module__.startswith("app.")
+        for method in route.methods
     }
     key = tuple(sorted(own))
     if key not in _documents:

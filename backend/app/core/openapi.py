@@ -16,19 +16,20 @@ the answers that carry them (``X-RateLimit-*`` on successes, ``Retry-After`` on 
 ``WWW-Authenticate`` on 401).
 
 ``install_openapi(app)`` computes the table when the app is built, and adds it to the document FastAPI
-generates. The drift test (tests/conftest.py) checks every error answer the test suite sees against it.
+generates. ``path_operations(app)`` is the one walk over the app's operations (this table, and the tests that
+sweep every route). The drift test (tests/conftest.py) checks every error answer the test suite sees against it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, params
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.core.errors import (
     STATUS,
@@ -91,13 +92,45 @@ class OperationErrors:
         return sorted(self.by_status.get(status, {}))
 
 
+@dataclass(frozen=True)
+class PathOperation:
+    """One path operation as the app serves it: the prefix, dependencies and schema flag of its router's
+    inclusion merged in."""
+
+    path: str  # the template, /api/v1/organizations/{org_id}
+    methods: frozenset[str]
+    endpoint: Callable[..., Any]
+    dependant: Dependant  # the endpoint's parameters and every dependency, the inclusion's included
+    include_in_schema: bool
+
+
+def path_operations(app: FastAPI) -> list[PathOperation]:
+    """Every path operation of ``app``, in matching order. ``app.routes`` holds each included router as one node
+    (FastAPI >= 0.137, ``include_router``); ``iter_route_contexts`` is FastAPI's public walk through them, the one
+    its OpenAPI generation uses."""
+    found: list[PathOperation] = []
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, APIRoute):
+            assert context.path_format is not None and context.endpoint is not None  # an APIRoute's, always
+            found.append(
+                PathOperation(
+                    path=context.path_format,
+                    methods=frozenset(context.methods or ()),
+                    endpoint=context.endpoint,
+                    dependant=context.dependant,
+                    include_in_schema=context.include_in_schema,
+                )
+            )
+    return found
+
+
 def _dependants(dependant: Dependant) -> Iterator[Dependant]:
     yield dependant
     for sub in dependant.dependencies:
         yield from _dependants(sub)
 
 
-def raised_by(route: APIRoute) -> frozenset[type[AppError]]:
+def raised_by(route: PathOperation) -> frozenset[type[AppError]]:
     """Every domain error the endpoint of ``route`` and its dependencies can raise."""
     found: set[type[AppError]] = set()
     for dependant in _dependants(route.dependant):
@@ -111,18 +144,18 @@ def _code(error: type[AppError]) -> Code:
     return Code(error.code, error.detail, oauth)
 
 
-def _body_kind(route: APIRoute) -> str | None:
+def _body_kind(route: PathOperation) -> str | None:
     body = [param for dependant in _dependants(route.dependant) for param in dependant.body_params]
     if not body:
         return None
     return "form" if any(isinstance(param.field_info, params.Form) for param in body) else "json"
 
 
-def operation_errors(route: APIRoute, api_prefix: str) -> OperationErrors:
+def operation_errors(route: PathOperation, api_prefix: str) -> OperationErrors:
     answers = OperationErrors()
     for error in sorted(raised_by(route), key=lambda e: (e.code, e.__qualname__)):
         answers.add(422 if issubclass(error, FieldError) else status_for(error), _code(error))
-    if route.path_format.startswith(api_prefix + "/"):
+    if route.path.startswith(api_prefix + "/"):
         answers.add(429, _code(TooManyRequests))
         answers.add(503, _code(DatabaseUnavailable))
     kind = _body_kind(route)
@@ -143,11 +176,11 @@ def operation_errors(route: APIRoute, api_prefix: str) -> OperationErrors:
 def error_table(app: FastAPI, api_prefix: str) -> dict[tuple[str, str], OperationErrors]:
     """(path, method) -> the error answers of every documented operation."""
     table: dict[tuple[str, str], OperationErrors] = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.include_in_schema:
+    for route in path_operations(app):
+        if route.include_in_schema:
             answers = operation_errors(route, api_prefix)
-            for method in route.methods or ():
-                table[(route.path_format, method.lower())] = answers
+            for method in route.methods:
+                table[(route.path, method.lower())] = answers
     return table
 
 

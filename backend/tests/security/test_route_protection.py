@@ -13,9 +13,9 @@ import uuid
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from app.auth.dependencies import current_principal
+from app.core.openapi import path_operations
 
 PUBLIC = {
     ("POST", "/api/v1/auth/login"),
@@ -35,9 +35,9 @@ OPTIONAL_TOKEN = {("POST", "/api/v1/users/me/email/confirm")}
 def _api_operations(app: FastAPI) -> list[tuple[str, str]]:
     return sorted(
         (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute) and route.path.startswith("/api/v1/")
-        for method in route.methods or ()
+        for route in path_operations(app)
+        if route.path.startswith("/api/v1/")
+        for method in route.methods
     )
 
 
@@ -67,9 +67,7 @@ async def test_every_other_operation_refuses_a_request_without_a_token(app: Fast
 
 def test_the_caller_is_one_dependency_documented_as_the_one_bearer_scheme(app: FastAPI) -> None:
     # The bearer scheme resolves the caller itself (app/auth/dependencies.py): FastAPI solves no second level.
-    me = next(
-        r for r in app.routes if isinstance(r, APIRoute) and r.path == "/api/v1/users/me" and "GET" in (r.methods or ())
-    )
+    me = next(r for r in path_operations(app) if r.path == "/api/v1/users/me" and "GET" in r.methods)
     (caller,) = me.dependant.dependencies
     assert caller.call is current_principal  # the principal: /users/me also shows the caller's aal
     assert caller.dependencies == []
