@@ -15,9 +15,7 @@ from app.audit import service as audit_service
 from app.audit.schemas import AuditEventRead
 from app.auth.dependencies import Superuser, current_superuser
 from app.auth.schemas import SessionRead
-from app.core.context import RequestContextDep
-from app.core.data import DataDep
-from app.core.db import SessionDep
+from app.core.data import DataDep, TxDep
 from app.core.schemas import Page, PageDep
 from app.credits.schemas import CreditAdjust, CreditSpendRead, CreditTransactionRead
 
@@ -55,9 +53,9 @@ async def list_users(
 
 
 @router.get("/users/{user_id}", operation_id="admin-users-get")
-async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
+async def get_user(user_id: uuid.UUID, data: DataDep) -> AdminUserDetail:
     """A user with their organizations (and role in each) and their credit balance."""
-    detail = await admin_service.get_user_detail(session, user_id)
+    detail = await admin_service.get_user_detail(data, user_id)
     return AdminUserDetail(
         **AdminUserRead.model_validate(detail.user).model_dump(),
         organizations=[AdminUserOrg.model_validate(org, from_attributes=True) for org in detail.organizations],
@@ -67,20 +65,12 @@ async def get_user(user_id: uuid.UUID, session: SessionDep) -> AdminUserDetail:
 
 
 @router.patch("/users/{user_id}", operation_id="admin-users-update")
-async def update_user(
-    user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, ctx: RequestContextDep, session: SessionDep
-) -> AdminUserRead:
+async def update_user(user_id: uuid.UUID, body: AdminUserUpdate, admin: Superuser, tx: TxDep) -> AdminUserRead:
     """Activate/deactivate (deactivating ends every session at once), promote/demote, rename.
 
     409 ``last_superuser`` when the change would leave no active superuser.
     """
-    user = await admin_service.update_user(
-        session,
-        actor=admin,
-        user_id=user_id,
-        changes=body,
-        ip_address=ctx.ip_address,
-    )
+    user = await admin_service.update_user(tx, actor=admin, user_id=user_id, changes=body)
     return AdminUserRead.model_validate(user)
 
 
@@ -92,19 +82,18 @@ async def update_user(
 async def delete_user(
     user_id: uuid.UUID,
     admin: Superuser,
-    ctx: RequestContextDep,
-    session: SessionDep,
+    tx: TxDep,
     force: Annotated[bool, Query(description="Also delete the organizations this user owns alone")] = False,
 ) -> Response:
     """Delete a user; 409 ``sole_owner`` if they alone own organizations (unless ``force``)."""
-    await admin_service.delete_user(session, actor=admin, user_id=user_id, force=force, ip_address=ctx.ip_address)
+    await admin_service.delete_user(tx, actor=admin, user_id=user_id, force=force)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/users/{user_id}/sessions", operation_id="admin-users-sessions-list")
-async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[SessionRead]:
+async def list_user_sessions(user_id: uuid.UUID, data: DataDep) -> list[SessionRead]:
     """The user's live sessions."""
-    rows = await admin_service.list_user_sessions(session, user_id)
+    rows = await admin_service.list_user_sessions(data, user_id)
     return [SessionRead.model_validate(row) for row in rows]
 
 
@@ -113,26 +102,17 @@ async def list_user_sessions(user_id: uuid.UUID, session: SessionDep) -> list[Se
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="admin-users-sessions-delete",
 )
-async def revoke_user_sessions(
-    user_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep
-) -> Response:
+async def revoke_user_sessions(user_id: uuid.UUID, admin: Superuser, tx: TxDep) -> Response:
     """End every session of the user; their access tokens stop working at once."""
-    await admin_service.revoke_user_sessions(session, actor=admin, user_id=user_id, ip_address=ctx.ip_address)
+    await admin_service.revoke_user_sessions(tx, actor=admin, user_id=user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/users/{user_id}/credits", operation_id="admin-users-credits-adjust")
-async def adjust_credits(
-    user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, ctx: RequestContextDep, session: SessionDep
-) -> CreditSpendRead:
+async def adjust_credits(user_id: uuid.UUID, body: CreditAdjust, admin: Superuser, tx: TxDep) -> CreditSpendRead:
     """Add (or take, with a negative amount) credits; 402 ``insufficient_credits`` below zero."""
     transaction = await admin_service.adjust_credits(
-        session,
-        actor=admin,
-        user_id=user_id,
-        amount=body.amount,
-        reason=body.reason,
-        ip_address=ctx.ip_address,
+        tx, actor=admin, user_id=user_id, amount=body.amount, reason=body.reason
     )
     return CreditSpendRead(
         balance=transaction.balance_after, transaction=CreditTransactionRead.model_validate(transaction)
@@ -152,11 +132,9 @@ async def list_organizations(data: DataDep, page: PageDep, search: SearchQuery =
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="admin-organizations-delete",
 )
-async def delete_organization(
-    org_id: uuid.UUID, admin: Superuser, ctx: RequestContextDep, session: SessionDep
-) -> Response:
+async def delete_organization(org_id: uuid.UUID, admin: Superuser, tx: TxDep) -> Response:
     """Delete any organization, with its memberships and invitations."""
-    await admin_service.delete_org(session, actor=admin, org_id=org_id, ip_address=ctx.ip_address)
+    await admin_service.delete_org(tx, actor=admin, org_id=org_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

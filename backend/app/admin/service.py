@@ -9,16 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, bindparam, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin.schemas import AdminUserUpdate
 from app.admin.search import LIKE_ESCAPE, EmailSample, like_pattern, user_matches, user_search
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
-from app.core.context import RequestContext
-from app.core.data import Data, Query, in_session, paged, scalar, session_tx
-from app.core.updates import apply_changes
+from app.core.data import Data, Query, Tx, paged, scalar
+from app.core.updates import changed_values, sent_values
 from app.credits import service as credit_service
 from app.orgs import service as org_service
 from app.orgs.models import Membership, Organization
@@ -26,15 +24,6 @@ from app.users import lifecycle
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
 from app.users.models import USER_COLUMNS, User, UserRow
-
-
-async def _fresh_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    """The user as the database has it now (the identity map may hold an older copy), or UserNotFoundError."""
-    user = await session.get(User, user_id, populate_existing=True)
-    if user is None:
-        raise UserNotFoundError()
-    return user
-
 
 # --- users --------------------------------------------------------------------------------------------
 
@@ -129,86 +118,64 @@ class UserDetail:
     balance: int
 
 
-async def get_user_detail(session: AsyncSession, user_id: uuid.UUID) -> UserDetail:
-    user = await user_service.get_user(in_session(session), user_id)
-    memberships = await org_service.list_user_memberships(in_session(session), user_id)
-    balance = await credit_service.get_balance(in_session(session), user_id)
+async def get_user_detail(data: Data, user_id: uuid.UUID) -> UserDetail:
+    async with data.connection() as connection:
+        user = await user_service.get_user(connection, user_id)
+        memberships = await org_service.list_user_memberships(connection, user_id)
+        balance = await credit_service.get_balance(connection, user_id)
     return UserDetail(user=user, organizations=memberships, balance=balance)
 
 
-async def update_user(
-    session: AsyncSession,
-    *,
-    actor: UserRow,
-    user_id: uuid.UUID,
-    changes: AdminUserUpdate,
-    ip_address: str | None,
-) -> User:
+async def update_user(tx: Tx, *, actor: UserRow, user_id: uuid.UUID, changes: AdminUserUpdate) -> UserRow:
     """Apply ``is_active`` / ``is_superuser`` / ``full_name``; deactivation ends every session at once."""
     if changes.is_superuser is False or changes.is_active is False:
-        await user_service.ensure_another_superuser(session_tx(session), losing=user_id)
-    user = await _fresh_user(session, user_id)
-    was_active = user.is_active
-    applied = apply_changes(user, changes)
+        await user_service.ensure_another_superuser(tx, losing=user_id)
+    # The user's row first, then the sessions: a login's lock order (no deadlock).
+    current = await user_service.find_locked_user(tx, user_id)
+    if current is None:
+        raise UserNotFoundError()
+    applied = changed_values(current, sent_values(User, changes))
+    if not applied:
+        return current
+    user = await user_service.change_user(tx, user_id, **applied)
+    assert user is not None  # locked above
     details: dict[str, Any] = {"changes": applied}
-    if was_active and not user.is_active:
-        await session.flush()  # the user's row first, then the sessions: a login's lock order (no deadlock)
-        ended = await auth_service.revoke_user_sessions(
-            session_tx(session), user_id=user.id, reason=RevokeReason.USER_DEACTIVATED
-        )
+    if current.is_active and not user.is_active:
+        ended = await auth_service.revoke_user_sessions(tx, user_id=user_id, reason=RevokeReason.USER_DEACTIVATED)
         details["sessions_ended"] = len(ended)
-    await session.flush()
-    if applied:
-        await audit.record(
-            session,
-            "admin.user_updated",
-            actor_id=actor.id,
-            subject_user_id=user.id,
-            ip_address=ip_address,
-            details=details,
-        )
+    await audit.record(tx, "admin.user_updated", actor_id=actor.id, subject_user_id=user_id, details=details)
     return user
 
 
-async def delete_user(
-    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, force: bool, ip_address: str | None
-) -> lifecycle.Deletion:
+async def delete_user(tx: Tx, *, actor: UserRow, user_id: uuid.UUID, force: bool) -> lifecycle.Deletion:
     """The self-service deletion's implementation (app/users/lifecycle.py), by an admin: the same rules, except
     that every organization the user owns alone (with or without other members) answers 409 ``sole_owner``
     unless ``force`` deletes it: an admin's delete never takes an organization silently (API.md)."""
-    return await lifecycle.delete_account(
-        session, user_id=user_id, actor_id=actor.id, force=force, refuse_alone=True, ip_address=ip_address
-    )
+    return await lifecycle.delete_account(tx, user_id=user_id, actor_id=actor.id, force=force, refuse_alone=True)
 
 
-async def list_user_sessions(session: AsyncSession, user_id: uuid.UUID) -> list[auth_service.SessionRow]:
-    await user_service.get_user(in_session(session), user_id)
-    return await auth_service.all_sessions(in_session(session), user_id=user_id)
+async def list_user_sessions(data: Data, user_id: uuid.UUID) -> list[auth_service.SessionRow]:
+    async with data.connection() as connection:
+        await user_service.get_user(connection, user_id)
+        return await auth_service.all_sessions(connection, user_id=user_id)
 
 
-async def revoke_user_sessions(
-    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, ip_address: str | None
-) -> int:
-    await user_service.get_user(in_session(session), user_id)
-    ended = await auth_service.revoke_user_sessions(session_tx(session), user_id=user_id, reason=RevokeReason.ADMIN)
+async def revoke_user_sessions(tx: Tx, *, actor: UserRow, user_id: uuid.UUID) -> int:
+    await user_service.get_user(tx, user_id)
+    ended = await auth_service.revoke_user_sessions(tx, user_id=user_id, reason=RevokeReason.ADMIN)
     await audit.record(
-        session,
-        "admin.sessions_revoked",
-        actor_id=actor.id,
-        subject_user_id=user_id,
-        ip_address=ip_address,
-        details={"sessions_ended": len(ended)},
+        tx, "admin.sessions_revoked", actor_id=actor.id, subject_user_id=user_id, details={"sessions_ended": len(ended)}
     )
     return len(ended)
 
 
 async def adjust_credits(
-    session: AsyncSession, *, actor: UserRow, user_id: uuid.UUID, amount: int, reason: str, ip_address: str | None
+    tx: Tx, *, actor: UserRow, user_id: uuid.UUID, amount: int, reason: str
 ) -> credit_service.LedgerRow:
     """Add (or, with a negative amount, take) credits; never below zero. The ledger names the admin."""
-    await user_service.get_user(in_session(session), user_id)
+    await user_service.get_user(tx, user_id)
     return await credit_service.adjust_credits(
-        in_session(session), user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=ip_address
+        tx, user_id=user_id, amount=amount, reason=reason, actor_id=actor.id, ip_address=tx.context.ip_address
     )
 
 
@@ -248,14 +215,8 @@ async def list_orgs(data: Data, *, limit: int, offset: int, search: str | None =
     return await data.page(_ORGS_COUNT, _ORGS, limit=limit, offset=offset)
 
 
-async def delete_org(session: AsyncSession, *, actor: UserRow, org_id: uuid.UUID, ip_address: str | None) -> None:
-    context = RequestContext(ip_address=ip_address, user_agent=None)
-    org = await org_service.delete_org(session_tx(session, context), org_id, actor.id)  # raises org_not_found
+async def delete_org(tx: Tx, *, actor: UserRow, org_id: uuid.UUID) -> None:
+    org = await org_service.delete_org(tx, org_id, actor.id)  # raises org_not_found
     await audit.record(
-        session,
-        "admin.org_deleted",
-        actor_id=actor.id,
-        org_id=org_id,
-        ip_address=ip_address,
-        details={"name": org.name, "slug": org.slug},
+        tx, "admin.org_deleted", actor_id=actor.id, org_id=org_id, details={"name": org.name, "slug": org.slug}
     )

@@ -267,14 +267,36 @@ def _erase(value: Any, addresses: set[str]) -> Any:
     return value
 
 
-async def _addresses_of(session: AsyncSession, user_id: uuid.UUID, current: str) -> set[str]:
+_HISTORY = Query(
+    select(AuditEvent.action, AuditEvent.details).where(
+        AuditEvent.subject_user_id == bindparam("user_id"),
+        or_(*(AuditEvent.action == action for action in _ADDRESS_HISTORY)),
+    ),
+    lambda action, details: (action, details),
+)
+_EVENT_DETAILS = select(AuditEvent.id, AuditEvent.details)
+# Events linked to the user (actor or subject: their indexes) that name an address at all.
+_LINKED = Query(
+    _EVENT_DETAILS.where(
+        or_(AuditEvent.actor_id == bindparam("user_id"), AuditEvent.subject_user_id == bindparam("user_id")),
+        AuditEvent.details.cast(Text).like("%@%"),
+    ),
+    lambda event_id, details: (event_id, details),
+)
+# Events naming an address without a user id (the index on ``action``), one address at a time.
+_UNLINKED = Query(
+    _EVENT_DETAILS.where(
+        or_(*(AuditEvent.action == action for action in UNLINKED_ADDRESS_ACTIONS)),
+        AuditEvent.details["email"].as_string() == bindparam("address"),
+    ),
+    lambda event_id, details: (event_id, details),
+)
+_SCRUB = Query(update(_TABLE).where(_TABLE.c.id == bindparam("event_id")).values(details=bindparam("erased")), scalar)
+
+
+async def _addresses_of(tx: Statements, user_id: uuid.UUID, current: str) -> set[str]:
     addresses = {current.lower()}
-    rows = await session.execute(
-        select(AuditEvent.action, AuditEvent.details).where(
-            AuditEvent.subject_user_id == user_id, AuditEvent.action.in_(tuple(_ADDRESS_HISTORY))
-        )
-    )
-    for action, details in rows:
+    for action, details in await tx.all(_HISTORY, user_id=user_id):
         for key in _ADDRESS_HISTORY[action]:
             value = (details or {}).get(key)
             if isinstance(value, str) and "@" in value:
@@ -282,27 +304,23 @@ async def _addresses_of(session: AsyncSession, user_id: uuid.UUID, current: str)
     return addresses
 
 
-async def erase_addresses(session: AsyncSession, *, user_id: uuid.UUID, email: str) -> int:
+async def erase_addresses(tx: Statements, *, user_id: uuid.UUID, email: str) -> int:
     """Remove a deleted user's addresses (the current one, and earlier or requested ones their events name)
     from the audit log, keeping the events: every value equal to one of them becomes ``[deleted]``, in the
     events linked to the user (actor or subject: their indexes) and in the few kinds of events that name an
     address without a user id (``UNLINKED_ADDRESS_ACTIONS``: the index on ``action``). Returns how many events
     changed. Ids stay (they name nobody once the account is gone); so do IP addresses (the contract keeps
     the events, without the email)."""
-    addresses = await _addresses_of(session, user_id, email)
-    linked = or_(AuditEvent.actor_id == user_id, AuditEvent.subject_user_id == user_id)
-    mentions = AuditEvent.details.cast(Text).like("%@%")  # only events naming an address at all
-    unlinked = AuditEvent.action.in_(UNLINKED_ADDRESS_ACTIONS) & AuditEvent.details["email"].as_string().in_(
-        sorted(addresses)
-    )
-    changed: list[dict[str, Any]] = []
-    for where in (linked & mentions, unlinked):
-        rows = await session.execute(select(AuditEvent.id, AuditEvent.details).where(where))
-        for event_id, details in rows:
-            erased = _erase(details or {}, addresses)
-            if erased != details:
-                changed.append({"event_id": event_id, "erased": erased})
-    statement = update(_TABLE).where(_TABLE.c.id == bindparam("event_id")).values(details=bindparam("erased"))
-    for start in range(0, len(changed), SCRUB_BATCH):
-        await session.execute(statement, changed[start : start + SCRUB_BATCH])
-    return len({row["event_id"] for row in changed})
+    addresses = await _addresses_of(tx, user_id, email)
+    found = await tx.all(_LINKED, user_id=user_id)
+    for address in sorted(addresses):
+        found += await tx.all(_UNLINKED, address=address)
+    changed: dict[uuid.UUID, dict[str, Any]] = {}
+    for event_id, details in found:
+        erased = _erase(details or {}, addresses)
+        if erased != details:
+            changed[event_id] = erased
+    rows = [{"event_id": event_id, "erased": erased} for event_id, erased in changed.items()]
+    for start in range(0, len(rows), SCRUB_BATCH):
+        await tx.run_many(_SCRUB, rows[start : start + SCRUB_BATCH])
+    return len(changed)

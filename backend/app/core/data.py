@@ -78,6 +78,7 @@ class Statements(Protocol):
     async def all(self, query: Query[R], **params: Any) -> list[R]: ...
     async def value(self, query: Query[Any], **params: Any) -> Any: ...
     async def run(self, query: Query[Any], **params: Any) -> None: ...
+    async def run_many(self, query: Query[Any], rows: list[dict[str, Any]]) -> None: ...
 
 
 class _AsyncpgStatements:
@@ -126,6 +127,15 @@ class _AsyncpgStatements:
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise IntegrityError(compiled.sql, None, exc) from exc
 
+    async def run_many(self, query: Query[Any], rows: list[dict[str, Any]]) -> None:
+        """``query`` once per parameter set, in one round trip."""
+        compiled = query.compiled(self._dialect)
+        connection = await self._connect()
+        try:
+            await connection.executemany(compiled.sql, [compiled.args(params) for params in rows])
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(compiled.sql, None, exc) from exc
+
 
 class _CoreStatements:
     """SQLAlchemy Core on a connection or on a request's session (its transaction)."""
@@ -151,6 +161,10 @@ class _CoreStatements:
 
     async def run(self, query: Query[Any], **params: Any) -> None:
         await (await self._connect()).execute(query.statement, params)
+
+    async def run_many(self, query: Query[Any], rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await (await self._connect()).execute(query.statement, rows)
 
 
 def in_session(session: AsyncSession | AsyncConnection) -> Statements:
@@ -289,6 +303,12 @@ class _SessionTx(_TxMixin, _CoreStatements):
         super().__init__(session)
         self.context = context
         self._session = session
+
+    async def _connect(self) -> AsyncSession:
+        # What the caller changed on ORM objects goes first: a Core statement does not flush the session, and
+        # the database must see the writes in the order the code made them (lock order).
+        await self._session.flush()
+        return self._session
 
     async def commit(self) -> None:
         await self._session.commit()

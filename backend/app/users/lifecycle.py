@@ -25,11 +25,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, delete, func, or_, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.audit import service as audit
 from app.audit.models import AuditEvent
@@ -37,8 +37,7 @@ from app.auth import service as auth_service
 from app.auth.dependencies import Principal
 from app.auth.exceptions import ReauthenticationRequiredError
 from app.auth.models import AuthSession, MfaFactor, MfaRecoveryCode, RevokeReason
-from app.core.context import RequestContext
-from app.core.data import SQLITE_READ, session_tx
+from app.core.data import SQLITE_READ, Query, Tx, scalar
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
@@ -46,7 +45,7 @@ from app.orgs.exceptions import SoleOwnerError
 from app.orgs.models import ApiKey, Invitation, Membership, Organization
 from app.users import service as user_service
 from app.users.exceptions import UserNotFoundError
-from app.users.models import DeletedSupabaseIdentity, Profile, User
+from app.users.models import USER_COLUMNS, DeletedSupabaseIdentity, Profile, User, UserRow
 
 REAUTHENTICATION_WINDOW = timedelta(minutes=5)
 """A Supabase token deletes its account only when issued this recently (``iat``)."""
@@ -69,9 +68,7 @@ class Deletion:
     audit_events_erased: int
 
 
-async def check_reauthentication(
-    session: AsyncSession, principal: Principal, *, current_password: str | None, ip_address: str | None
-) -> None:
+async def check_reauthentication(tx: Tx, principal: Principal, *, current_password: str | None) -> None:
     """The caller proves again that it is them before their account goes: the current password for an account
     with one (401 ``invalid_credentials`` when wrong, like an email change; the failure is audited and
     committed), else a Supabase token issued in the last 5 minutes (401 ``reauthentication_required``)."""
@@ -79,46 +76,40 @@ async def check_reauthentication(
     if auth_service.is_own_account(user):
         if current_password is None:
             raise ReauthenticationRequiredError("Send current_password to delete this account.")
-        await auth_service.reauthenticate(
-            session_tx(session, RequestContext(ip_address=ip_address, user_agent=None)),
-            user=user,
-            password=current_password,
-            failed_action="user.delete_failed",
-        )
+        await auth_service.reauthenticate(tx, user=user, password=current_password, failed_action="user.delete_failed")
         return
     issued_at = principal.issued_at
     if issued_at is None or utcnow() - issued_at > REAUTHENTICATION_WINDOW:
         raise ReauthenticationRequiredError()
 
 
-def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-async def _tombstone(session: AsyncSession, supabase_id: uuid.UUID, now: datetime) -> None:
-    insert = _insert_for(session)
-    statement = insert(DeletedSupabaseIdentity).values(supabase_id=supabase_id, deleted_at=now)
-    again = {"deleted_at": statement.excluded.deleted_at}  # deleted once more (signed up again meanwhile)
-    await session.execute(statement.on_conflict_do_update(index_elements=["supabase_id"], set_=again))
-
-
-async def _lock_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await session.scalar(
-        select(User).where(User.id == user_id).with_for_update().execution_options(populate_existing=True)
-    )
-    if user is None:
-        raise UserNotFoundError()
-    return user
+_USERS = cast(Table, User.__table__)
+# FOR UPDATE (not the key-share lock of a login): nothing can reference the user any more (a new membership,
+# session, invitation waits, then fails) until the deletion commits.
+_LOCKED = Query(select(*USER_COLUMNS).where(_USERS.c.id == bindparam("user_id")).with_for_update(), UserRow)
+_TOMBSTONE_INSERT = postgresql.insert(DeletedSupabaseIdentity).values(
+    supabase_id=bindparam("supabase_id"), deleted_at=bindparam("now")
+)
+# Deleted once more (signed up again meanwhile): the newer time. ON CONFLICT renders on SQLite as on PostgreSQL.
+_TOMBSTONE = Query(
+    _TOMBSTONE_INSERT.on_conflict_do_update(
+        index_elements=["supabase_id"], set_={"deleted_at": _TOMBSTONE_INSERT.excluded.deleted_at}
+    ),
+    scalar,
+)
+_DELETE_SENT_INVITATIONS = Query(delete(Invitation).where(Invitation.invited_by == bindparam("user_id")), scalar)
+# The rows that reference the user go by their foreign keys' ON DELETE CASCADE: profile, sessions, email tokens,
+# MFA rows, memberships, ledger.
+_DELETE_USER = Query(delete(User).where(User.id == bindparam("user_id")), scalar)
 
 
 async def delete_account(
-    session: AsyncSession,
+    tx: Tx,
     *,
     user_id: uuid.UUID,
     actor_id: uuid.UUID,
     force: bool = False,
     refuse_alone: bool = False,
-    ip_address: str | None = None,
 ) -> Deletion:
     """Delete a user with everything that is theirs, in the caller's transaction (all or nothing).
 
@@ -133,51 +124,40 @@ async def delete_account(
     - kept: audit events, with the user's addresses erased (``audit.erase_addresses``), and one more event:
       ``user.deleted`` (by themself) or ``admin.user_deleted`` (``actor_id`` another user), without the email.
     """
-    found = await session.get(User, user_id, populate_existing=True)
-    if found is None:
-        raise UserNotFoundError()
+    found = await user_service.get_user(tx, user_id)
     if found.is_superuser and found.is_active:
-        await user_service.ensure_another_superuser(session_tx(session), losing=user_id)
-    orgs = session_tx(session, RequestContext(ip_address=ip_address, user_agent=None))
-    await org_service.lock_orgs_of(orgs, user_id)
-    user = await _lock_user(session, user_id)
+        await user_service.ensure_another_superuser(tx, losing=user_id)
+    await org_service.lock_orgs_of(tx, user_id)
+    user = await tx.one(_LOCKED, user_id=user_id)
+    if user is None:
+        raise UserNotFoundError()
     # An organization joined between the first lock and the user's row lock (after which nobody can join
     # one): locked too, out of order, a window of a few statements. Rows already held are no-ops.
-    await org_service.lock_orgs_of(orgs, user_id)
-    plan = await org_service.departure(orgs, user_id)
+    await org_service.lock_orgs_of(tx, user_id)
+    plan = await org_service.departure(tx, user_id)
     refused = plan.sole_owner + plan.alone if refuse_alone else plan.sole_owner
     if refused and not force:
         raise SoleOwnerError()
     doomed = sorted(set(plan.alone) | (set(plan.sole_owner) if force else set()))
     for org_id in doomed:
-        await org_service.delete_org(orgs, org_id, actor_id)
-    ended = await auth_service.revoke_user_sessions(
-        session_tx(session), user_id=user_id, reason=RevokeReason.USER_DELETED
-    )
-    now = utcnow()
-    await session.execute(delete(Invitation).where(Invitation.invited_by == user_id))
+        await org_service.delete_org(tx, org_id, actor_id)
+    ended = await auth_service.revoke_user_sessions(tx, user_id=user_id, reason=RevokeReason.USER_DELETED)
+    await tx.run(_DELETE_SENT_INVITATIONS, user_id=user_id)
     if user.supabase_id is not None:
-        await _tombstone(session, user.supabase_id, now)
-    email, supabase_id = user.email, user.supabase_id
-    # The rows that reference the user go by their foreign keys' ON DELETE CASCADE: profile, sessions, email
-    # tokens, MFA rows, memberships, ledger.
-    await session.execute(delete(User).where(User.id == user_id))
-    session.expunge(user)
-    erased = await audit.erase_addresses(session, user_id=user_id, email=email)
-    by_self = actor_id == user_id
+        await tx.run(_TOMBSTONE, supabase_id=user.supabase_id, now=utcnow())
+    await tx.run(_DELETE_USER, user_id=user_id)
+    erased = await audit.erase_addresses(tx, user_id=user_id, email=user.email)
     await audit.record(
-        session,
-        "user.deleted" if by_self else "admin.user_deleted",
+        tx,
+        "user.deleted" if actor_id == user_id else "admin.user_deleted",
         actor_id=actor_id,
         subject_user_id=user_id,
-        ip_address=ip_address,
         details={
             "sessions_ended": len(ended),
             "deleted_org_ids": [str(org_id) for org_id in doomed],
-            "supabase": supabase_id is not None,
+            "supabase": user.supabase_id is not None,
         },
     )
-    await session.flush()
     return Deletion(user_id=user_id, sessions_ended=len(ended), deleted_org_ids=doomed, audit_events_erased=erased)
 
 

@@ -6,9 +6,7 @@ from fastapi.responses import StreamingResponse
 from app.auth import mail
 from app.auth import service as auth_service
 from app.auth.dependencies import CurrentPrincipal, CurrentUser, OptionalPrincipal
-from app.core.context import RequestContextDep
 from app.core.data import DataDep, TxDep
-from app.core.db import SessionDep
 from app.core.schemas import ACCEPTED, Accepted
 from app.core.settings import SettingsDep
 from app.state import state_of
@@ -48,9 +46,7 @@ async def update_me(body: UserUpdate, user: CurrentUser, tx: TxDep) -> UserRead:
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="users-me-delete",
 )
-async def delete_me(
-    principal: CurrentPrincipal, ctx: RequestContextDep, session: SessionDep, body: AccountDelete | None = None
-) -> Response:
+async def delete_me(principal: CurrentPrincipal, tx: TxDep, body: AccountDelete | None = None) -> Response:
     """Delete the caller's account for good, after re-authentication: ``current_password`` for own accounts
     (401 ``invalid_credentials`` when wrong), a Supabase token issued in the last 5 minutes for Supabase users
     (401 ``reauthentication_required`` otherwise, also for an own account sending no password).
@@ -60,12 +56,8 @@ async def delete_me(
     organizations they alone belong to. Audit events stay, without the email. 409 ``sole_owner`` while they are
     the last owner of an organization with other members (transfer ownership first); 409 ``last_superuser``.
     A Supabase token issued before the deletion is refused afterwards (401 ``account_deleted``)."""
-    await lifecycle.check_reauthentication(
-        session, principal, current_password=body.current_password if body else None, ip_address=ctx.ip_address
-    )
-    await lifecycle.delete_account(
-        session, user_id=principal.user.id, actor_id=principal.user.id, ip_address=ctx.ip_address
-    )
+    await lifecycle.check_reauthentication(tx, principal, current_password=body.current_password if body else None)
+    await lifecycle.delete_account(tx, user_id=principal.user.id, actor_id=principal.user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -79,12 +79,17 @@ async def ensure_another_superuser(tx: Tx, *, losing: uuid.UUID) -> None:
         raise LastSuperuserError()
 
 
+async def find_locked_user(tx: Tx, user_id: uuid.UUID) -> UserRow | None:
+    """The user's row locked as by ``lock_user``, or None when there is no such user."""
+    return await tx.one(_LOCKED_USER, user_id=user_id)
+
+
 async def lock_user(tx: Tx, user_id: uuid.UUID) -> UserRow:
     """The user's row, locked until the transaction ends: serializes a user's logins (counting their live
     sessions and ending the surplus is one step) and MFA changes. ``FOR NO KEY UPDATE`` on PostgreSQL, so
     rows that reference the user (a new session) can still be inserted meanwhile and no deadlock arises with
     their key-share locks; SQLite runs one writer at a time anyway (the clause is not rendered there)."""
-    user = await tx.one(_LOCKED_USER, user_id=user_id)
+    user = await find_locked_user(tx, user_id)
     if user is None:  # deleted since the caller was resolved (app/users/lifecycle.py): the sign-in is void
         raise InvalidCredentialsError("This account no longer exists.")
     return user

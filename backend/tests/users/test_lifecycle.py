@@ -421,21 +421,20 @@ async def _delete_while_held(app: FastAPI, user_id: uuid.UUID, change: Any) -> t
     deletion held back until the change committed, and what did it raise?"""
     async with state_of(app).sessionmaker() as first:
         await change(first)
-        async with state_of(app).sessionmaker() as second:
 
-            async def delete() -> None:
+        async def delete() -> None:
+            async with state_of(app).data.transaction() as second:
                 await lifecycle.delete_account(second, user_id=user_id, actor_id=user_id)
-                await second.commit()
 
-            task = asyncio.create_task(delete())
-            await asyncio.sleep(0.5)
-            held = not task.done()
-            await first.commit()
-            try:
-                await task
-            except Exception as exc:  # the outcome is the result
-                return held, exc
-            return held, None
+        task = asyncio.create_task(delete())
+        await asyncio.sleep(0.5)
+        held = not task.done()
+        await first.commit()
+        try:
+            await task
+        except Exception as exc:  # the outcome is the result
+            return held, exc
+        return held, None
 
 
 @requires_postgres()
@@ -486,12 +485,11 @@ class TestDeleteMeRaces:
         """A request of the user that was already past authentication when the deletion locked the user's row:
         its insert waits for the deletion, then finds the user gone: 401, not a 500, and nothing written."""
         user = await create_user(app, profile=False)
-        async with state_of(app).sessionmaker() as deleting:
+        async with state_of(app).data.transaction() as deleting:
             await lifecycle.delete_account(deleting, user_id=user.id, actor_id=user.id)
             task = asyncio.create_task(client.request(method, path, json=body, headers=user.headers))
             await asyncio.sleep(0.5)
             assert not task.done()  # waiting on the user's row
-            await deleting.commit()
         response = await task
         assert response.status_code == 401, response.text
         assert response.json()["code"] == "session_revoked"
