@@ -26,7 +26,7 @@ from app.auth.exceptions import (
 )
 from app.auth.tokens import TokenCache
 from app.core import security
-from app.core.context import client_ip
+from app.core.context import RequestContext, client_ip
 from app.core.db import utcnow
 from app.core.errors import Forbidden
 from app.core.raises import raises
@@ -135,7 +135,8 @@ async def _resolve_token(request: Request, token: str | None) -> Principal:
         principal = await _own_principal(state, verified.own)
     else:
         assert verified.supabase is not None
-        user = await supabase.authenticate(state, verified.supabase, client_ip(request))
+        context = RequestContext(ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
+        user = await supabase.authenticate(state, verified.supabase, context)
         if not user.is_active:
             raise InactiveUserError()
         asserted = verified.supabase

@@ -19,12 +19,11 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.auth import service as auth_service
@@ -37,7 +36,8 @@ from app.auth.exceptions import (
 )
 from app.auth.identity import SUPABASE_DELETED_AT, SUPABASE_USER
 from app.auth.jwks import JwksClient
-from app.core.data import in_session, session_tx
+from app.core.context import RequestContext
+from app.core.data import Data, Statements, Tx
 from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.state import AppState
@@ -215,37 +215,36 @@ def identity_from_claims(settings: Settings, claims: dict[str, Any]) -> Supabase
 # --- the local user ---------------------------------------------------------------------------------------
 
 
-async def _merge(session: AsyncSession, identity: SupabaseIdentity, ip_address: str | None) -> UserRow:
+async def _merge(tx: Tx, identity: SupabaseIdentity) -> UserRow:
     """The token's email belongs to an account of its own: link it only on a verified email, else 409."""
-    existing = await user_service.find_user_by_email(in_session(session), identity.local_email)
+    existing = await user_service.find_user_by_email(tx, identity.local_email)
     if existing is not None and existing.supabase_id == identity.user_id:
-        return await _local_user(session, identity)  # a concurrent first request of the same Supabase user linked it
+        return existing  # a concurrent first request of the same Supabase user linked it
     if existing is None or existing.supabase_id is not None or not identity.email_verified:
         raise AccountExistsError()
     # An own account whose email was never verified may have been registered by someone else ahead of the
     # mailbox's owner (account pre-hijacking): the Supabase side proved the mailbox, so that account
     # becomes Supabase-only: its password is dropped and its sessions end.
     unproven = not existing.is_verified
-    if await user_service.link_supabase_identity(
-        session, user_id=existing.id, supabase_id=identity.user_id, drop_password=unproven
-    ):
-        if unproven:
-            await auth_service.revoke_user_sessions(
-                session_tx(session), user_id=existing.id, reason=MERGE_REVOKE_REASON
-            )
-        await audit.record(
-            session,
-            "user.supabase_linked",
-            actor_id=existing.id,
-            subject_user_id=existing.id,
-            ip_address=ip_address,
-            details={"supabase_id": str(identity.user_id), "password_dropped": unproven},
-        )
-    return await _local_user(session, identity)  # AccountExistsError: linked to another Supabase user meanwhile
+    linked = await user_service.link_supabase_identity(
+        tx, user_id=existing.id, supabase_id=identity.user_id, drop_password=unproven
+    )
+    if linked is None:
+        return await _local_user(tx, identity)  # AccountExistsError: linked to another Supabase user meanwhile
+    if unproven:
+        await auth_service.revoke_user_sessions(tx, user_id=existing.id, reason=MERGE_REVOKE_REASON)
+    await audit.record(
+        tx,
+        "user.supabase_linked",
+        actor_id=existing.id,
+        subject_user_id=existing.id,
+        details={"supabase_id": str(identity.user_id), "password_dropped": unproven},
+    )
+    return linked
 
 
-async def _local_user(session: AsyncSession, identity: SupabaseIdentity) -> UserRow:
-    user = await in_session(session).one(SUPABASE_USER, supabase_id=identity.user_id)
+async def _local_user(tx: Tx, identity: SupabaseIdentity) -> UserRow:
+    user = await tx.one(SUPABASE_USER, supabase_id=identity.user_id)
     if user is None:
         raise AccountExistsError()
     return user
@@ -256,37 +255,43 @@ def _needs_write(user: UserRow, identity: SupabaseIdentity) -> bool:
     return identity.email_verified and not user.is_verified and user.email == identity.email
 
 
-async def resolve_user(session: AsyncSession, identity: SupabaseIdentity, *, ip_address: str | None) -> UserRow:
-    """The local user of a verified identity; created on first sight (id = sub), linked on a verified merge."""
-    user = await in_session(session).one(SUPABASE_USER, supabase_id=identity.user_id)
-    if user is not None:
-        if _needs_write(user, identity):  # confirmed in Supabase since the first sight: one write, once
-            await user_service.mark_verified(session, user.id)
-            user = replace(user, is_verified=True)
-        return user
-    if await user_service.provision_supabase_user(
-        session,
+async def resolve_user(tx: Tx, identity: SupabaseIdentity, known: UserRow | None) -> UserRow:
+    """Write what a verified identity needs, in ``tx``: a newly verified email of ``known`` (the local user the
+    caller read before the transaction, None when there was none); else the user created on first sight
+    (id = sub), found when a concurrent first request created it, or linked on a verified merge."""
+    if known is not None:  # confirmed in Supabase since the first sight: one write, once
+        user = await user_service.mark_verified(tx, user_id=known.id, email=known.email)
+        if user is not None:
+            return user
+        user = await tx.one(SUPABASE_USER, supabase_id=identity.user_id)
+        if user is not None:
+            return user  # its address changed meanwhile: nothing to record
+        await _refuse_deleted(tx, identity)  # deleted meanwhile: provisioned again only by a newer token
+    user = await user_service.provision_supabase_user(
+        tx,
         supabase_id=identity.user_id,
         email=identity.local_email,
         full_name=identity.full_name,
         is_verified=identity.email_verified,
-    ):
-        return await _local_user(session, identity)
-    return await _merge(session, identity, ip_address)
+    )
+    if user is not None:
+        return user
+    user = await tx.one(SUPABASE_USER, supabase_id=identity.user_id)  # a concurrent first request's
+    return user if user is not None else await _merge(tx, identity)
 
 
-async def _refuse_deleted(state: AppState, identity: SupabaseIdentity) -> None:
+async def _refuse_deleted(data: Data | Statements, identity: SupabaseIdentity) -> None:
     """401 ``account_deleted`` for a token issued before its account here was deleted (the tombstone)."""
-    deleted_at = await state.data.one(SUPABASE_DELETED_AT, supabase_id=identity.user_id)
+    deleted_at = await data.one(SUPABASE_DELETED_AT, supabase_id=identity.user_id)
     if deleted_at is not None and identity.issued_at <= deleted_at:
         raise AccountDeletedError()
 
 
-async def authenticate(state: AppState, identity: SupabaseIdentity, ip_address: str | None) -> UserRow:
-    """The local user of a verified Supabase identity. A known user is one lookup outside the request's
-    transaction (app/auth/identity.py); first sight (provisioning, a merge) or a newly verified email is written
-    in a short transaction of its own, committed before the request goes on (or rolled back, e.g. 409
-    account_exists).
+async def authenticate(state: AppState, identity: SupabaseIdentity, context: RequestContext) -> UserRow:
+    """The local user of a verified Supabase identity. A known user is one lookup outside any transaction
+    (app/auth/identity.py); first sight (provisioning, a merge) or a newly verified email is written in a short
+    transaction of its own (``context``: the request's, for the audit log), committed and its connection given
+    back before the request goes on (or rolled back, e.g. 409 account_exists).
 
     A token issued before the account it names existed (no account, or one created after the token) is first
     checked against the tombstones of deleted accounts: an account deleted here is not provisioned again by a
@@ -294,8 +299,8 @@ async def authenticate(state: AppState, identity: SupabaseIdentity, ip_address: 
     was created, the hot path, never pay that lookup."""
     user = await state.data.one(SUPABASE_USER, supabase_id=identity.user_id)
     if user is None or identity.issued_at < user.created_at:
-        await _refuse_deleted(state, identity)
+        await _refuse_deleted(state.data, identity)
     if user is not None and not _needs_write(user, identity):
         return user
-    async with state.sessionmaker() as session, session.begin():
-        return await resolve_user(session, identity, ip_address=ip_address)
+    async with state.data.transaction(context) as tx:
+        return await resolve_user(tx, identity, user)

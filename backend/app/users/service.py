@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects import postgresql
 
 from app.auth.exceptions import InvalidCredentialsError
 from app.core.data import Data, Query, Statements, Tx, scalar
@@ -145,76 +144,86 @@ async def upgrade_password_hash(tx: Tx, user_id: uuid.UUID, *, verified: str, up
     await tx.run(_UPGRADE_HASH, user_id=user_id, verified=verified, upgraded=upgraded)
 
 
-def _insert_for(session: AsyncSession):  # type: ignore[no-untyped-def]
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 # --- Supabase identities (the verification and the merge rules live in app/auth/supabase.py) ---------
+
+# ON CONFLICT without a target: any unique key (id, supabase_id, email) makes it a no-op, RETURNING no row.
+_PROVISION = Query(
+    postgresql.insert(User)
+    .values(
+        id=bindparam("sub"),
+        supabase_id=bindparam("sub"),
+        email=bindparam("set_email"),
+        hashed_password=None,
+        full_name=bindparam("set_full_name"),
+        is_active=True,
+        is_superuser=False,
+        is_verified=bindparam("set_is_verified"),
+        auth_provider=AuthProvider.SUPABASE,
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .on_conflict_do_nothing()
+    .returning(*USER_COLUMNS),
+    UserRow,
+)
+# Only while the address is still the one the token asserts (it may have changed since the caller read it).
+_MARK_VERIFIED = Query(
+    update(User)
+    .where(User.id == bindparam("user_id"), User.email == bindparam("address"))
+    .values(is_verified=True)
+    .returning(*USER_COLUMNS),
+    UserRow,
+)
+_LINK_WHERE = (User.id == bindparam("user_id"), User.supabase_id.is_(None))
+_LINK = Query(
+    update(User).where(*_LINK_WHERE).values(supabase_id=bindparam("sub"), is_verified=True).returning(*USER_COLUMNS),
+    UserRow,
+)
+_LINK_DROPPING_PASSWORD = Query(
+    update(User)
+    .where(*_LINK_WHERE)
+    .values(supabase_id=bindparam("sub"), is_verified=True, hashed_password=None, auth_provider=AuthProvider.SUPABASE)
+    .returning(*USER_COLUMNS),
+    UserRow,
+)
 
 
 async def provision_supabase_user(
-    session: AsyncSession, *, supabase_id: uuid.UUID, email: str, full_name: str | None, is_verified: bool
-) -> bool:
-    """Create the local user of a Supabase ``sub`` (id = sub), safe when many first requests race.
-
-    ``INSERT ... ON CONFLICT DO NOTHING`` (any unique key: id, supabase_id, email). False when no row exists
-    for ``supabase_id`` afterwards: the email belongs to another account (see the merge rules). The racers that
-    lost find the winner's row.
+    tx: Statements, *, supabase_id: uuid.UUID, email: str, full_name: str | None, is_verified: bool
+) -> UserRow | None:
+    """Create the local user of a Supabase ``sub`` (id = sub), safe when many first requests race: one
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``. None when a unique key refused it: a concurrent first
+    request created this user (PostgreSQL makes the insert wait for that one's commit; the caller then reads
+    it), or the email belongs to another account (see the merge rules).
     """
-    now = utcnow()
-    statement = (
-        _insert_for(session)(User)
-        .values(
-            id=supabase_id,
-            supabase_id=supabase_id,
-            email=email,  # normalized by the caller (or a placeholder address, app/auth/supabase.py)
-            hashed_password=None,
-            full_name=full_name,
-            is_active=True,
-            is_superuser=False,
-            is_verified=is_verified,
-            auth_provider=AuthProvider.SUPABASE,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing()
+    return await tx.one(
+        _PROVISION,
+        sub=supabase_id,
+        set_email=email,  # normalized by the caller (or a placeholder address, app/auth/supabase.py)
+        set_full_name=full_name,
+        set_is_verified=is_verified,
+        now=utcnow(),
     )
-    await session.execute(statement)
-    found = await session.scalar(select(User.id).where(User.supabase_id == supabase_id))
-    return found is not None
 
 
-async def mark_verified(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """The user's email counts as verified from now on."""
-    await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(is_verified=True, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+async def mark_verified(tx: Statements, *, user_id: uuid.UUID, email: str) -> UserRow | None:
+    """The user's email counts as verified from now on, if it is still ``email``: the updated row, else None
+    (the address changed, or the account is gone)."""
+    return await tx.one(_MARK_VERIFIED, user_id=user_id, address=email)
 
 
 async def link_supabase_identity(
-    session: AsyncSession, *, user_id: uuid.UUID, supabase_id: uuid.UUID, drop_password: bool
-) -> bool:
+    tx: Statements, *, user_id: uuid.UUID, supabase_id: uuid.UUID, drop_password: bool
+) -> UserRow | None:
     """Point an existing account without a Supabase identity at ``supabase_id`` (conditional, race-safe).
 
     The email now counts as verified. ``drop_password`` also makes the account Supabase-only (for an account
     whose own email was never verified: whoever registered it did not prove the mailbox).
-    Returns False when the account is gone or already answers to a Supabase user (possibly this one, linked
-    by a concurrent request: the caller re-reads by ``supabase_id``).
+    Returns the linked row; None when the account is gone or already answers to a Supabase user (possibly this
+    one, linked by a concurrent request: the caller re-reads by ``supabase_id``).
     """
-    values: dict[str, object] = {"supabase_id": supabase_id, "is_verified": True, "updated_at": utcnow()}
-    if drop_password:
-        values.update(hashed_password=None, auth_provider=AuthProvider.SUPABASE)
-    result = await session.execute(
-        update(User)
-        .where(User.id == user_id, User.supabase_id.is_(None))
-        .values(**values)
-        .returning(User.id)
-        .execution_options(synchronize_session=False)
-    )
-    return result.scalar_one_or_none() is not None
+    query = _LINK_DROPPING_PASSWORD if drop_password else _LINK
+    return await tx.one(query, user_id=user_id, sub=supabase_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,13 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.auth.exceptions import JwksUnavailableError
+from app.auth.identity import SUPABASE_DELETED_AT, SUPABASE_USER
 from app.auth.jwks import JwksClient, parse_jwks
 from app.state import state_of
 from app.users.models import User
 from tests import supabase_tokens
 from tests.conftest import client_for, requires_postgres
+from tests.core.test_data import _flat, _sql, statements_sent
 from tests.factories import DEFAULT_PASSWORD, create_user, load_user, unique_email
 from tests.supabase_tokens import (
     EC_KEY,
@@ -557,6 +559,24 @@ class TestProvisioning:
         assert {r.json()["id"] for r in responses} == {str(sub)}
         assert await count_users(application, email=email) == 1
         assert jwks_server.hits == 1
+
+    @requires_postgres()
+    async def test_first_request_writes_in_one_short_transaction(
+        self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """First sight: the lookups, then one transaction of its own (BEGIN, one INSERT, COMMIT) on the asyncpg
+        pool, nothing through the ORM, and its connection back before the handler's transaction takes one (a
+        pool of one connection would otherwise wait for itself)."""
+        application = await supabase_app(DATABASE_DRIVER_POOL_SIZE=1, DATABASE_POOL_TIMEOUT=2)
+        token = mint(claims(issuer=jwks_server.issuer, email=unique_email("first"), email_verified=True))
+        async with client_for(application) as client, statements_sent(application, monkeypatch) as sent:
+            response = await client.post("/api/v1/profile", headers=bearer(token))
+        assert response.status_code == 201, response.text
+        statements = [_flat(sql) for sql in sent]
+        assert statements[:2] == [_sql(SUPABASE_USER), _sql(SUPABASE_DELETED_AT)], statements
+        assert statements[2] == "BEGIN;" and statements[4] == "COMMIT;", statements
+        assert statements[3].startswith("INSERT INTO users ") and "ON CONFLICT DO NOTHING RETURNING" in statements[3]
+        assert statements[5] == "BEGIN;" and statements[-1] == "COMMIT;", statements  # the handler's own
 
     async def test_local_account_same_email_unverified_token_409(
         self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer
