@@ -12,7 +12,9 @@ from datetime import timedelta
 from app import cleanup as retention
 from app.admin.bootstrap import SuperuserResult, ensure_superuser
 from app.auth.passwords import password_problem
-from app.core.db import create_engine, create_sessionmaker
+from app.core.data import Data
+from app.core.db import create_engine
+from app.core.driver import Driver
 from app.core.settings import Settings, load_settings
 
 
@@ -22,13 +24,16 @@ async def create_superuser(settings: Settings, *, email: str, password: str) -> 
     An existing user's password is left as it is.
     """
     engine = create_engine(settings)
+    driver = None
     try:
-        sessionmaker = create_sessionmaker(engine)
-        async with sessionmaker() as session, session.begin():
+        driver = await Driver.create(engine, settings)
+        async with Data(engine, driver).transaction() as tx:
             return await ensure_superuser(
-                session, email=email, password=password, credits=settings.DEFAULT_CREDITS, actor="cli"
+                tx, email=email, password=password, credits=settings.DEFAULT_CREDITS, actor="cli"
             )
     finally:
+        if driver is not None:
+            await driver.close()
         await engine.dispose()
 
 

@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ", ".join(foreign),
             )
         try:
-            await bootstrap_first_superuser(state.sessionmaker, settings)  # logs and raises on failure
+            await bootstrap_first_superuser(state.data, settings)  # logs and raises on failure
             if settings.GC_TUNING:
                 settle_heap()  # after start-up: what exists now is never walked by the collector again
             yield

@@ -8,19 +8,18 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit import service as audit
 from app.auth import service as auth_service
 from app.auth.models import RevokeReason
 from app.auth.passwords import password_problem
 from app.core import security
-from app.core.data import in_session, session_tx
+from app.core.data import Data, Query, Tx, scalar
 from app.core.emails import normalize_email
 from app.core.settings import Settings
 from app.users import service as user_service
 from app.users.exceptions import EmailTakenError
-from app.users.models import AuthProvider, User
+from app.users.models import AuthProvider, UserRow
 
 logger = logging.getLogger("app.admin.bootstrap")
 
@@ -35,41 +34,36 @@ class BootstrapError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SuperuserResult:
-    user: User
+    user: UserRow
     created: bool
     promoted: bool
 
 
-async def _user_by_email(session: AsyncSession, email: str) -> User | None:
-    found = await user_service.find_user_by_email(in_session(session), email)
-    return None if found is None else await session.get(User, found.id)
+_LOCK = Query(text(f"SELECT pg_advisory_xact_lock({BOOTSTRAP_LOCK_KEY})"), scalar)
 
 
-async def ensure_superuser(
-    session: AsyncSession, *, email: str, password: str, credits: int, actor: str
-) -> SuperuserResult:
+async def ensure_superuser(tx: Tx, *, email: str, password: str, credits: int, actor: str) -> SuperuserResult:
     """Create (with a profile) or promote and reactivate. A verified existing user keeps their password; an
     unverified one is taken over by the configuration (docs/SECURITY.md).
 
-    Call inside a transaction: on PostgreSQL it first takes a transaction-scoped advisory lock so that
-    concurrent starters run one after the other; the unique email is the second guard (and SQLite's only one).
+    On PostgreSQL it first takes a transaction-scoped advisory lock so that concurrent starters run one after
+    the other; the unique email is the second guard (and SQLite's only one).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": BOOTSTRAP_LOCK_KEY})
+    if tx.postgresql:
+        await tx.run(_LOCK)
     email = normalize_email(email)
-    user = await _user_by_email(session, email)
+    user = await user_service.find_user_by_email(tx, email)
     created = False
     if user is None:
         hashed = await security.hash_password(password)
         try:
-            row = await user_service.create_user(
-                session_tx(session), email=email, hashed_password=hashed, is_verified=True, is_superuser=True
+            user = await user_service.create_user(
+                tx, email=email, hashed_password=hashed, is_verified=True, is_superuser=True
             )
-            user = await session.get_one(User, row.id)
             created = True
         except EmailTakenError:
-            # Another process inserted it between our read and our insert: promote theirs.
-            user = await _user_by_email(session, email)
+            # Another process inserted it between our read and our insert (it inserted nothing): promote theirs.
+            user = await user_service.find_user_by_email(tx, email)
             if user is None:  # pragma: no cover - deleted again in between
                 raise
     promoted = not created and not (user.is_superuser and user.is_active)
@@ -79,35 +73,36 @@ async def ensure_superuser(
         # mailbox: that person must not become the superuser. The operator's configuration is the proof, so
         # the account takes the configured password, every session of it ends, it counts as verified, and an
         # unverified Supabase identity linked to it is unlinked (its tokens would still sign in otherwise).
-        user.hashed_password = await security.hash_password(password)
-        user.is_verified = True
-        user.supabase_id = None
-        user.auth_provider = AuthProvider.LOCAL
-        await auth_service.revoke_user_sessions(session_tx(session), user_id=user.id, reason=RevokeReason.ADMIN)
-    user.is_superuser = True
-    user.is_active = True
-    await user_service.get_or_create_profile(
-        in_session(session), user_id=user.id, full_name=user.full_name, credits=credits
-    )
+        changes = {
+            "hashed_password": await security.hash_password(password),
+            "is_verified": True,
+            "supabase_id": None,
+            "auth_provider": AuthProvider.LOCAL,
+        }
+        await auth_service.revoke_user_sessions(tx, user_id=user.id, reason=RevokeReason.ADMIN)
+    else:
+        changes = {}
+    if promoted or claimed:
+        changed = await user_service.change_user(tx, user.id, **changes, is_superuser=True, is_active=True)
+        assert changed is not None  # read in this transaction, after the lock
+        user = changed
+    await user_service.get_or_create_profile(tx, user_id=user.id, full_name=user.full_name, credits=credits)
     if created or promoted or claimed:
         await audit.record(
-            session,
+            tx,
             "admin.superuser_created" if created else "admin.superuser_promoted",
             subject_user_id=user.id,
             details={"email": email, "by": actor, **({"password_reset": True} if claimed else {})},
         )
-    await session.flush()
     return SuperuserResult(user=user, created=created, promoted=promoted)
 
 
-async def _run(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, *, email: str, password: str
-) -> SuperuserResult:
+async def _run(data: Data, settings: Settings, *, email: str, password: str) -> SuperuserResult:
     for attempt in range(1, SQLITE_ATTEMPTS + 1):
         try:
-            async with sessionmaker() as session, session.begin():
+            async with data.transaction() as tx:  # no request: NO_CONTEXT (the audit event has no address)
                 return await ensure_superuser(
-                    session, email=email, password=password, credits=settings.DEFAULT_CREDITS, actor="bootstrap"
+                    tx, email=email, password=password, credits=settings.DEFAULT_CREDITS, actor="bootstrap"
                 )
         except OperationalError as exc:
             # SQLite has no advisory locks: a writer that lost the race ("database is locked") tries again.
@@ -117,9 +112,7 @@ async def _run(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def bootstrap_first_superuser(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
-) -> SuperuserResult | None:
+async def bootstrap_first_superuser(data: Data, settings: Settings) -> SuperuserResult | None:
     """FIRST_SUPERUSER_EMAIL / FIRST_SUPERUSER_PASSWORD -> that user exists, is active and a superuser.
 
     Does nothing unless both are set. Any failure is logged loudly and raised as BootstrapError, so the
@@ -137,7 +130,7 @@ async def bootstrap_first_superuser(
             raise BootstrapError(f"FIRST_SUPERUSER_PASSWORD is refused: {problem}")
         logger.warning("first superuser: FIRST_SUPERUSER_PASSWORD is weak (%s); refused in production", problem)
     try:
-        result = await _run(sessionmaker, settings, email=email, password=password)
+        result = await _run(data, settings, email=email, password=password)
     except Exception as exc:
         logger.error(
             "first superuser bootstrap FAILED for %s (%s); refusing to start", email, type(exc).__name__, exc_info=exc

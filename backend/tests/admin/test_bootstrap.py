@@ -4,23 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.admin.bootstrap import BootstrapError, bootstrap_first_superuser
+from app.admin.bootstrap import BootstrapError, SuperuserResult, bootstrap_first_superuser, ensure_superuser
 from app.audit.models import AuditEvent
-from app.core.db import create_engine, create_sessionmaker
+from app.core import security
+from app.core.data import Data
+from app.core.db import create_engine
+from app.core.driver import Driver
+from app.core.settings import Settings
 from app.state import state_of
 from app.users.models import Profile, User
+from tests import factories
 from tests.conftest import AppFactory, client_for, make_settings, requires_postgres
 from tests.factories import DEFAULT_PASSWORD, create_user, unique_email
 
 pytestmark = pytest.mark.asyncio
 
 FIRST_PASSWORD = "First-Superuser-Pass-1"
+
+
+@asynccontextmanager
+async def data_of(settings: Settings) -> AsyncIterator[Data]:
+    """What a starting worker has: its own engine and asyncpg pool (PostgreSQL)."""
+    engine = create_engine(settings)
+    driver = await Driver.create(engine, settings)
+    try:
+        yield Data(engine, driver)
+    finally:
+        if driver is not None:
+            await driver.close()
+        await engine.dispose()
+
+
+async def ensure(app: FastAPI, email: str) -> SuperuserResult:
+    async with state_of(app).data.transaction() as tx:
+        return await ensure_superuser(tx, email=email, password=FIRST_PASSWORD, credits=0, actor="bootstrap")
 
 
 def first(email: str, password: str = FIRST_PASSWORD) -> dict[str, Any]:
@@ -30,6 +56,11 @@ def first(email: str, password: str = FIRST_PASSWORD) -> dict[str, Any]:
 async def users_with_email(app: FastAPI, email: str) -> list[User]:
     async with state_of(app).sessionmaker() as session:
         return list(await session.scalars(select(User).where(User.email == email)))
+
+
+async def get_me(app: FastAPI, user: factories.TestUser) -> httpx.Response:
+    async with client_for(app) as client:
+        return await client.get("/api/v1/users/me", headers=user.headers)
 
 
 async def login_status(app: FastAPI, email: str, password: str) -> int:
@@ -93,17 +124,36 @@ class TestBootstrapOnStart:
     ) -> None:
         email = unique_email("root")
         settings = make_settings(base_settings, **first(email))
-        engines = [create_engine(settings) for _ in range(5)]
-        try:
-            results = await asyncio.gather(
-                *(bootstrap_first_superuser(create_sessionmaker(engine), settings) for engine in engines)
-            )
-        finally:
-            for engine in engines:
-                await engine.dispose()
+        async with AsyncExitStack() as stack:
+            starters = [await stack.enter_async_context(data_of(settings)) for _ in range(5)]
+            results = await asyncio.gather(*(bootstrap_first_superuser(data, settings) for data in starters))
         assert sum(1 for result in results if result and result.created) == 1
         [user] = await users_with_email(app, email)
         assert user.is_superuser
+
+    @requires_postgres()
+    async def test_a_registration_between_the_read_and_the_insert_is_promoted(
+        self, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The advisory lock only orders starters: a sign-up may insert the address meanwhile. The insert then
+        inserts nothing (ON CONFLICT DO NOTHING) and the account is taken over as an unverified one."""
+        email = unique_email("root")
+        hash_password = security.hash_password
+        registered: list[factories.TestUser] = []
+
+        async def registering_meanwhile(password: str) -> str:
+            if not registered:  # hashing runs between the bootstrap's read and its insert
+                monkeypatch.setattr(security, "hash_password", hash_password)
+                registered.append(await create_user(app, email=email, is_verified=False))
+            return await hash_password(password)
+
+        monkeypatch.setattr(security, "hash_password", registering_meanwhile)
+        result = await ensure(app, email)
+        assert (result.created, result.promoted, result.user.id) == (False, True, registered[0].id)
+        assert (await get_me(app, registered[0])).status_code == 401  # its sessions ended
+        [user] = await users_with_email(app, email)
+        assert (user.is_superuser, user.is_verified) == (True, True)
+        assert await login_status(app, email, FIRST_PASSWORD) == 200
 
     @requires_postgres()
     async def test_two_app_instances_starting_together(self, app: FastAPI, make_app: AppFactory) -> None:
@@ -129,12 +179,9 @@ class TestBootstrapFailure:
             **first(unique_email("root")),
             DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/missing-dir/db.sqlite",
         )
-        engine = create_engine(settings)
-        try:
+        async with data_of(settings) as data:
             with caplog.at_level(logging.ERROR, logger="app.admin.bootstrap"), pytest.raises(BootstrapError):
-                await bootstrap_first_superuser(create_sessionmaker(engine), settings)
-        finally:
-            await engine.dispose()
+                await bootstrap_first_superuser(data, settings)
         assert any("first superuser bootstrap FAILED" in record.getMessage() for record in caplog.records)
 
     async def test_app_start_fails_loudly(self, make_app: AppFactory, tmp_path: Any) -> None:
@@ -147,12 +194,9 @@ class TestBootstrapFailure:
         self, base_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
     ) -> None:
         settings = make_settings(base_settings, ENVIRONMENT="production", **first(unique_email("root"), "password"))
-        engine = create_engine(settings)
-        try:
+        async with data_of(settings) as data:
             with pytest.raises(BootstrapError, match="too common"):
-                await bootstrap_first_superuser(create_sessionmaker(engine), settings)
-        finally:
-            await engine.dispose()
+                await bootstrap_first_superuser(data, settings)
 
     async def test_weak_password_only_warned_outside_production(
         self, app: FastAPI, make_app: AppFactory, caplog: pytest.LogCaptureFixture
