@@ -49,7 +49,6 @@ from app.auth.schemas import (
 )
 from app.core.context import RequestContextDep
 from app.core.data import DataDep, TxDep
-from app.core.db import SessionDep
 from app.core.errors import Unauthenticated
 from app.core.raises import errors_of, raises
 from app.core.schemas import ACCEPTED, Accepted, Page, PageDep
@@ -354,11 +353,11 @@ def _second_factor(body: SecondFactorIn) -> mfa.SecondFactor:
     operation_id="auth-mfa-totp-enroll",
 )
 async def enroll_totp(
-    body: TotpEnrollRequest, principal: OwnPrincipal, response: Response, session: SessionDep, settings: SettingsDep
+    body: TotpEnrollRequest, principal: OwnPrincipal, response: Response, tx: TxDep, settings: SettingsDep
 ) -> TotpEnrollment:
     """Start TOTP enrolment (the current password is required): a new secret and its ``otpauth://`` URI (for a
     QR code), pending until ``/auth/mfa/totp/confirm``; a pending one is replaced. 409 while MFA is on."""
-    enrollment = await mfa.enroll(session, settings, user_id=principal.user.id, current_password=body.current_password)
+    enrollment = await mfa.enroll(tx, settings, user_id=principal.user.id, current_password=body.current_password)
     response.headers["Cache-Control"] = "no-store"
     return TotpEnrollment(secret=enrollment.secret, otpauth_uri=enrollment.otpauth_uri)
 
@@ -370,22 +369,14 @@ async def enroll_totp(
 async def confirm_totp(
     body: TotpConfirmRequest,
     principal: OwnPrincipal,
-    ctx: RequestContextDep,
     response: Response,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> RecoveryCodes:
     """Turn MFA on with a first code from the app: answers the 10 recovery codes, shown only this once. This
     session becomes ``aal2``; later logins need a code (``/auth/mfa/verify``)."""
     assert principal.session_id is not None
-    codes = await mfa.confirm(
-        session,
-        settings,
-        user_id=principal.user.id,
-        session_id=principal.session_id,
-        code=body.code,
-        ip_address=ctx.ip_address,
-    )
+    codes = await mfa.confirm(tx, settings, user_id=principal.user.id, session_id=principal.session_id, code=body.code)
     response.headers["Cache-Control"] = "no-store"
     return RecoveryCodes(recovery_codes=codes)
 
@@ -398,20 +389,14 @@ async def confirm_totp(
 async def disable_totp(
     body: TotpDisableRequest,
     principal: OwnPrincipal,
-    ctx: RequestContextDep,
-    session: SessionDep,
+    tx: TxDep,
     settings: SettingsDep,
 ) -> None:
     """Turn MFA off with a current code or a recovery code. Every other session of the caller ends; this one
     continues as ``aal1``."""
     assert principal.session_id is not None
     await mfa.disable(
-        session,
-        settings,
-        user_id=principal.user.id,
-        session_id=principal.session_id,
-        proof=_second_factor(body),
-        ip_address=ctx.ip_address,
+        tx, settings, user_id=principal.user.id, session_id=principal.session_id, proof=_second_factor(body)
     )
 
 
@@ -419,14 +404,10 @@ async def disable_totp(
     "/mfa/verify",
     operation_id="auth-mfa-verify",
 )
-async def verify_mfa(
-    body: MfaVerifyRequest, ctx: RequestContextDep, response: Response, session: SessionDep, settings: SettingsDep
-) -> TokenPair:
+async def verify_mfa(body: MfaVerifyRequest, response: Response, tx: TxDep, settings: SettingsDep) -> TokenPair:
     """The second step of a login with MFA on: the ``mfa_token`` of the login answer and a code (or a recovery
     code, which then is spent) give the login's tokens, of an ``aal2`` session. 401 ``invalid_code`` for a
     wrong or already used code; after 5 of them, or once used or 5 minutes old, the token is spent: 401
     ``mfa_token_invalid`` (sign in again)."""
-    tokens = await mfa.verify(
-        session, settings, mfa_token=body.mfa_token, proof=_second_factor(body), client_ip=ctx.ip_address
-    )
+    tokens = await mfa.verify(tx, settings, mfa_token=body.mfa_token, proof=_second_factor(body))
     return _pair(tokens, response, settings)

@@ -14,12 +14,15 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from app.audit import service as audit
 from app.audit.models import AuditEvent
-from app.auth import totp
+from app.auth import mfa, totp
+from app.auth import service as auth_service
 from app.auth.models import AuthSession, MfaChallenge, MfaFactor, MfaRecoveryCode
 from app.core import security
 from app.core.db import utcnow
 from app.state import state_of
+from app.users import service as user_service
 from app.users.models import User
 from tests import factories, supabase_tokens
 from tests.admin.test_router import ADMIN_ROUTES
@@ -33,6 +36,7 @@ from tests.auth.mfa_helpers import (
     start_login,
 )
 from tests.conftest import AppFactory, client_for, requires_postgres
+from tests.core.test_data import _flat, _sql, statements_sent
 from tests.factories import create_user, load_user
 from tests.supabase_tokens import JwksServer, SupabaseAppFactory, claims, mint
 
@@ -416,6 +420,48 @@ class TestConcurrentVerify:
             *[client.post(f"{MFA}/verify", json={"mfa_token": t, "recovery_code": codes[1]}) for t in tokens]
         )
         assert sorted(a.status_code for a in answers) == [200, 401, 401, 401], [a.text for a in answers]
+
+
+@requires_postgres()
+class TestWhatVerifySends:
+    """The second step of a login is one transaction of Core statements on the asyncpg pool, nothing of the ORM;
+    a wrong code's failure (one try fewer, its audit event) is committed before the 401."""
+
+    async def test_a_right_code(self, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+        app = await make_app()
+        user = await create_user(app)
+        async with client_for(app) as client:
+            secret, _ = await enable_mfa(client, app, user)
+            token = await start_login(client, user)
+            async with statements_sent(app, monkeypatch) as queries:
+                response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": code_at(secret)})
+        assert response.status_code == 200, response.text
+        assert [_flat(q) for q in queries] == [
+            "BEGIN;",
+            *(_sql(q) for q in (mfa._CHALLENGE, user_service._LOCKED_USER, mfa._FACTOR, mfa._STEP_FORWARD)),
+            *(_sql(q) for q in (mfa._SPEND_CHALLENGE, audit.RECORD)),
+            *(_sql(q) for q in (user_service._LOCKED_USER, auth_service._NEW_SESSION)),
+            *(_sql(q) for q in (auth_service._END_SESSIONS_OVER_CAP, audit.RECORD)),
+            "COMMIT;",
+        ]
+
+    async def test_a_wrong_code(self, make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+        app = await make_app()
+        user = await create_user(app)
+        async with client_for(app) as client:
+            secret, _ = await enable_mfa(client, app, user)
+            token = await start_login(client, user)
+            wrong = code_at(secret, steps=5)
+            async with statements_sent(app, monkeypatch) as queries:
+                response = await client.post(f"{MFA}/verify", json={"mfa_token": token, "code": wrong})
+        assert response.status_code == 401 and response.json()["code"] == "invalid_code"
+        assert [_flat(q) for q in queries] == [
+            "BEGIN;",
+            *(_sql(q) for q in (mfa._CHALLENGE, user_service._LOCKED_USER, mfa._FACTOR)),
+            *(_sql(q) for q in (mfa._COUNT_FAILED_ATTEMPT, audit.RECORD)),
+            "COMMIT;",
+        ]
+        assert await actions(app, user.id) == ["mfa.enabled", "mfa.failed"]
 
 
 class TestDisable:
