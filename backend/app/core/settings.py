@@ -74,10 +74,10 @@ class Settings(BaseSettings):
     PORT: int = Field(default=8000, ge=1, le=65535)
 
     DATABASE_URL: str = DEFAULT_SQLITE_URL
-    DATABASE_POOL_SIZE: int = Field(default=10, ge=1)
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1)  # the engine's: /health, the export's snapshot, the CLI, SQLite
     DATABASE_MAX_OVERFLOW: int = Field(default=0, ge=0)
     DATABASE_POOL_TIMEOUT: float = Field(default=10.0, gt=0)
-    DATABASE_DRIVER_POOL_SIZE: int = Field(default=5, ge=1)  # asyncpg pool of the reads (app/core/data.py)
+    DATABASE_DRIVER_POOL_SIZE: int = Field(default=10, ge=1)  # the asyncpg pool every request uses (app/core/data.py)
     DATABASE_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
     # PgBouncer / Supabase pooler in transaction mode: no prepared-statement caches.
     DATABASE_PGBOUNCER: bool = False
