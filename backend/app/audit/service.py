@@ -24,7 +24,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit.models import AuditEvent
 from app.core.data import Data, Query, Statements, Tx, paged, scalar
@@ -77,27 +76,19 @@ class Acting(Protocol):
     def api_key_id(self) -> uuid.UUID | None: ...
 
 
-async def record(
-    db: Tx | AsyncSession | AsyncConnection, action: str, *, by: Acting | None = None, **fields: Unpack[EventFields]
-) -> AuditEvent:
+async def record(tx: Tx, action: str, *, by: Acting | None = None, **fields: Unpack[EventFields]) -> AuditEventRow:
     """Write one event in the caller's transaction: it commits, or rolls back, with the change it describes.
 
-    In a request's transaction (``Tx``) the event's ``ip_address`` is the request's, unless given; ``by`` fills
-    ``actor_id`` and ``actor_api_key_id``. One Core ``INSERT``, sent at once, never an ORM object: the unit of
-    work cost more CPU than the insert itself. The returned event holds what was written; it is not attached to
-    any session.
+    The event's ``ip_address`` is the request's (the transaction's context), unless given; ``by`` fills
+    ``actor_id`` and ``actor_api_key_id``. One ``INSERT``, sent at once. Returns what was written.
     """
     if by is not None:
         fields.setdefault("actor_id", by.user_id)
         fields.setdefault("actor_api_key_id", by.api_key_id)
-    if isinstance(db, AsyncSession | AsyncConnection):
-        values = event_values(action, **fields)
-        await db.execute(_INSERT, values)
-    else:
-        fields.setdefault("ip_address", db.context.ip_address)
-        values = event_values(action, **fields)
-        await db.run(RECORD, **values)
-    return AuditEvent(**values)
+    fields.setdefault("ip_address", tx.context.ip_address)
+    values = event_values(action, **fields)
+    await tx.run(RECORD, **values)
+    return AuditEventRow(**values)
 
 
 def event_values(action: str, **fields: Unpack[EventFields]) -> dict[str, Any]:

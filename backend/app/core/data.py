@@ -1,7 +1,8 @@
-"""The one way the app runs a read: a SQLAlchemy Core statement, compiled once, rows handed out as frozen values.
+"""The one way the app reads and writes: a SQLAlchemy Core statement, compiled once, rows handed out as frozen
+values.
 
 A ``Query`` pairs a Core statement with the frozen dataclass its rows become. ``Data`` (``AppState.data``) runs
-it outside any request transaction:
+a read outside any transaction:
 
 - on PostgreSQL, on a connection of the app's asyncpg pool (``Driver``, app/core/driver.py): the statement is
   compiled once for asyncpg and sent as is, each statement committing on its own (no ``BEGIN``/``COMMIT`` round
@@ -9,8 +10,9 @@ it outside any request transaction:
 - on SQLite (the embedded development database), through SQLAlchemy Core on the engine, in a deferred
   (read-only) transaction that never waits for a writer's lock.
 
-The same ``Query`` also runs inside a request's transaction (``in_session``), where a write needs to read
-what it is about to change: one statement and one row type per fact, whichever way it is executed.
+A write runs in a transaction (``Data.transaction``; a handler's is ``TxDep``), on the same pool, with the same
+``Query`` objects and the same calls, plus ``commit``, ``savepoint`` and ``attempt``: one statement and one row
+type per fact, whichever way it is executed.
 
 Why (docs/SCALING.md, "One data path"): through the ORM session a page paid the unit of work, the identity map
 and a transaction of its own, several times the CPU of its SQL; here a page costs its statements.
@@ -28,7 +30,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Select, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from app.core.context import NO_CONTEXT, RequestContext, RequestContextDep
@@ -138,14 +140,13 @@ class _AsyncpgStatements:
 
 
 class _CoreStatements:
-    """SQLAlchemy Core on a connection or on a request's session (its transaction)."""
+    """SQLAlchemy Core on a connection (SQLite)."""
 
-    def __init__(self, connection: AsyncConnection | AsyncSession) -> None:
+    def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
-        bind = connection.get_bind() if isinstance(connection, AsyncSession) else connection
-        self.postgresql = bind.dialect.name == "postgresql"
+        self.postgresql = connection.dialect.name == "postgresql"
 
-    async def _connect(self) -> AsyncConnection | AsyncSession:
+    async def _connect(self) -> AsyncConnection:
         return self._connection
 
     async def one(self, query: Query[R], **params: Any) -> R | None:
@@ -165,11 +166,6 @@ class _CoreStatements:
     async def run_many(self, query: Query[Any], rows: list[dict[str, Any]]) -> None:
         if rows:
             await (await self._connect()).execute(query.statement, rows)
-
-
-def in_session(session: AsyncSession | AsyncConnection) -> Statements:
-    """The same queries inside a transaction (a request's session): for a write that reads what it changes."""
-    return _CoreStatements(session)
 
 
 class Tx(Statements, Protocol):
@@ -293,36 +289,6 @@ class _CoreTx(_TxMixin, _CoreStatements):
                 await (connection.rollback() if error is not None else connection.commit())
         finally:
             await connection.close()
-
-
-class _SessionTx(_TxMixin, _CoreStatements):
-    """A ``Tx`` over an ORM session's transaction, for code still written against the session (see
-    ``session_tx``)."""
-
-    def __init__(self, session: AsyncSession, context: RequestContext) -> None:
-        super().__init__(session)
-        self.context = context
-        self._session = session
-
-    async def _connect(self) -> AsyncSession:
-        # What the caller changed on ORM objects goes first: a Core statement does not flush the session, and
-        # the database must see the writes in the order the code made them (lock order).
-        await self._session.flush()
-        return self._session
-
-    async def commit(self) -> None:
-        await self._session.commit()
-
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        async with self._session.begin_nested():
-            yield
-
-
-def session_tx(session: AsyncSession, context: RequestContext = NO_CONTEXT) -> Tx:
-    """The transaction of an ORM session as a ``Tx``: lets a caller still holding a session (start-up, the
-    command line, code not yet moved to ``TxDep``) call a function written for ``Tx``."""
-    return _SessionTx(session, context)
 
 
 class Data:

@@ -1,24 +1,23 @@
-"""The async database layer: one engine, one session factory, one session per request."""
+"""The async database layer: the engine (its pool, SQLite's pragmas and write lock, the idle ping), the declarative
+base and its column types. Requests read and write through app/core/data.py; the session factory serves tools and
+tests."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from app.core.settings import Settings
-from app.state import state_of
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -153,31 +152,3 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
-
-
-async def flush_unique(session: AsyncSession, *objects: object) -> bool:
-    """Add ``objects`` and flush the session in a savepoint: False when a constraint refused the rows (a
-    concurrent insert won), with the rest of the transaction intact, for the caller to raise its precise
-    conflict (``email_taken``, ``already_member``) or to try another value."""
-    try:
-        async with session.begin_nested():
-            session.add_all(objects)
-            await session.flush()
-    except IntegrityError:
-        return False
-    return True
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One request, one transaction: committed before the response is sent, rolled back on error."""
-    sessionmaker = state_of(request.app).sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -312,7 +312,7 @@ async def adjust_credits(
     ip_address: str | None = None,
 ) -> LedgerRow:
     """An admin grant (``amount > 0``) or deduction (``amount < 0``), with the admin as the ledger row's actor, in
-    the caller's transaction (``in_session``).
+    the caller's transaction.
 
     Raises CreditProfileNotFoundError (404) when the user has no profile, InsufficientCreditsError (402) when a
     deduction would go below zero, BalanceLimitError (409) above MAX_BALANCE. The new balance is

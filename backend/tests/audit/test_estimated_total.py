@@ -14,10 +14,9 @@ pytestmark = [pytest.mark.asyncio, requires_postgres()]
 
 
 async def test_estimate_used_past_the_threshold(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with state_of(app).sessionmaker() as session:
+    async with state_of(app).data.transaction() as tx:
         for index in range(30):
-            await audit_service.record(session, "test.event", details={"n": index})
-        await session.commit()
+            await audit_service.record(tx, "test.event", details={"n": index})
     async with state_of(app).engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(text("ANALYZE audit_events"))
@@ -28,10 +27,9 @@ async def test_estimate_used_past_the_threshold(app: FastAPI, monkeypatch: pytes
     monkeypatch.setattr(audit_service, "EXACT_COUNT_UP_TO", 10)
     events, total = await audit_service.list_events(data, limit=5, offset=0)
     assert total == 30 and len(events) == 5  # estimate of an analysed table
-    async with state_of(app).sessionmaker() as session:
+    async with state_of(app).data.transaction() as tx:
         for index in range(5):
-            await audit_service.record(session, "test.event", details={"n": 30 + index})
-        await session.commit()
+            await audit_service.record(tx, "test.event", details={"n": 30 + index})
     events, total = await audit_service.list_events(data, limit=5, offset=0)
     assert total == 30  # still the estimate: the table was not analysed since (counted, it would be 35)
     assert (await audit_service.list_events(data, limit=5, offset=0, action="test.event"))[1] == 35  # exact

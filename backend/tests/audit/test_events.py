@@ -180,19 +180,19 @@ class TestNoSecrets:
         assert "$argon2" not in dumped
 
     async def test_writer_redacts_secret_keys(self, app: FastAPI) -> None:
-        async with state_of(app).sessionmaker() as session:
+        async with state_of(app).data.transaction() as tx:
             event = await audit_service.record(
-                session, "test.event", details={"password": "p", "refresh_token": "r", "email": "e@x.io"}
+                tx, "test.event", details={"password": "p", "refresh_token": "r", "email": "e@x.io"}
             )
         assert event.details == {"password": "[redacted]", "refresh_token": "[redacted]", "email": "e@x.io"}
 
-    async def test_record_on_a_core_connection(self, app: FastAPI) -> None:
-        """record() also writes through a Core connection, in its transaction (a spend on SQLite does)."""
-        async with state_of(app).engine.begin() as connection:
-            await audit_service.record(connection, "test.core", details={"token": "t", "n": 1})
-        async with state_of(app).engine.connect() as connection:
-            await audit_service.record(connection, "test.rolled_back")
-            await connection.rollback()
+    async def test_record_commits_or_rolls_back_with_its_transaction(self, app: FastAPI) -> None:
+        async with state_of(app).data.transaction() as tx:
+            await audit_service.record(tx, "test.core", details={"token": "t", "n": 1})
+        with pytest.raises(RuntimeError):
+            async with state_of(app).data.transaction() as tx:
+                await audit_service.record(tx, "test.rolled_back")
+                raise RuntimeError("the change it describes failed")
         events = await all_events(app)
         assert [(e.action, e.details) for e in events] == [("test.core", {"token": "[redacted]", "n": 1})]
 

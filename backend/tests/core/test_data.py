@@ -19,7 +19,7 @@ from app.audit import service as audit
 from app.audit.models import AuditEvent
 from app.auth.identity import SESSION_USER
 from app.core.context import RequestContext
-from app.core.data import Query, in_session, scalar, session_tx
+from app.core.data import Query, scalar
 from app.core.db import utcnow
 from app.core.driver import Driver
 from app.credits import service as credit_service
@@ -54,15 +54,6 @@ def test_the_ceilings_run_the_apps_sql() -> None:
     assert set(ceiling_app.PAGES) == set(PAGE_QUERIES)
     for page, queries in PAGE_QUERIES.items():
         assert [_flat(sql) for sql, _names in ceiling_app.PAGES[page]] == [_sql(q) for q in queries], page
-
-
-@pytest.mark.asyncio
-async def test_a_query_runs_inside_a_session_too(app: FastAPI) -> None:
-    user = await create_user(app)
-    async with state_of(app).sessionmaker() as session:
-        outside = await state_of(app).data.one(user_service._PROFILE, user_id=user.id)
-        inside = await in_session(session).one(user_service._PROFILE, user_id=user.id)
-    assert outside is not None and outside == inside
 
 
 @asynccontextmanager
@@ -249,16 +240,3 @@ async def test_a_transaction_that_sends_nothing_takes_no_connection(
     async with state_of(app).data.transaction():
         pass
     assert taken == []
-
-
-@pytest.mark.asyncio
-async def test_a_session_serves_as_a_transaction_for_code_that_takes_one(app: FastAPI) -> None:
-    user = await create_user(app, full_name="Before")
-    async with state_of(app).sessionmaker() as session:
-        tx = session_tx(session, RequestContext(ip_address="192.0.2.1", user_agent=None))
-        await tx.run(_RENAME, user_id=user.id, name="Kept")
-        assert await tx.attempt(_NEW, user_id=user.id, now=utcnow()) is False  # the session's transaction goes on
-        event = await audit.record(tx, "test.session_event")
-        await tx.commit()
-    assert await state_of(app).data.value(_NAME, user_id=user.id) == "Kept"
-    assert await state_of(app).data.all(_EVENT_IP, action="test.session_event") == ["192.0.2.1"] == [event.ip_address]

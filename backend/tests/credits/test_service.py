@@ -16,7 +16,6 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.data import in_session
 from app.credits import service as credit_service
 from app.credits.exceptions import (
     BalanceLimitError,
@@ -34,17 +33,16 @@ from tests.factories import create_user
 
 
 async def adjust(app: FastAPI, user_id: uuid.UUID, amount: int, actor_id: uuid.UUID) -> credit_service.LedgerRow:
-    async with state_of(app).sessionmaker() as session:
+    async with state_of(app).data.transaction() as tx:
         transaction = await credit_service.adjust_credits(
-            in_session(session),
+            tx,
             user_id=user_id,
             amount=amount,
             reason="support",
             actor_id=actor_id,
             ip_address="10.0.0.1",
         )
-        await session.commit()
-        return transaction
+    return transaction
 
 
 async def spend(app: FastAPI, user_id: uuid.UUID, amount: int, key: str | None = None) -> credit_service.SpendResult:
@@ -194,13 +192,11 @@ class TestSpendCredits:
 class TestGetBalance:
     async def test_ok(self, app: FastAPI) -> None:
         user = await create_user(app, logged_in=False)
-        async with state_of(app).sessionmaker() as session:
-            assert await credit_service.get_balance(in_session(session), user.id) == 1000
+        assert await credit_service.get_balance(state_of(app).data, user.id) == 1000
 
     async def test_no_profile_zero(self, app: FastAPI) -> None:
         user = await create_user(app, profile=False, logged_in=False)
-        async with state_of(app).sessionmaker() as session:
-            assert await credit_service.get_balance(in_session(session), user.id) == 0
+        assert await credit_service.get_balance(state_of(app).data, user.id) == 0
 
 
 @pytest.mark.asyncio

@@ -10,7 +10,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
-from app.core.data import session_tx
 from app.orgs import api_keys
 from app.orgs import service as org_service
 from app.orgs.models import Invitation, Membership, OrgRole
@@ -22,10 +21,9 @@ API = "/api/v1"
 
 
 async def make_org(app: FastAPI, owner: TestUser, *, name: str = "Acme", slug: str | None = None) -> uuid.UUID:
-    async with state_of(app).sessionmaker() as session:
-        org = await org_service.create_org(session_tx(session), owner_id=owner.id, name=name, slug=slug)
-        await session.commit()
-        return org.id
+    async with state_of(app).data.transaction() as tx:
+        org = await org_service.create_org(tx, owner_id=owner.id, name=name, slug=slug)
+    return org.id
 
 
 async def add_membership(app: FastAPI, org_id: uuid.UUID, user_id: uuid.UUID, role: OrgRole | str) -> None:
@@ -55,11 +53,11 @@ async def make_invitation(
 ) -> tuple[uuid.UUID, str]:
     async with state_of(app).sessionmaker() as session:
         actor = Actor(org_id=org_id, user_id=inviter_id, role=await _role(session, org_id, inviter_id))
+    async with state_of(app).data.transaction() as tx:
         invitation, token, _ = await org_service.create_invitation(
-            session_tx(session), state_of(app).settings, actor=actor, email=email, role=OrgRole(role)
+            tx, state_of(app).settings, actor=actor, email=email, role=OrgRole(role)
         )
-        await session.commit()
-        return invitation.id, token
+    return invitation.id, token
 
 
 async def make_api_key(
@@ -74,16 +72,16 @@ async def make_api_key(
     """A key made through the service (as its creator, whose current role is checked): (id, key)."""
     async with state_of(app).sessionmaker() as session:
         actor = Actor(org_id=org_id, user_id=creator_id, role=await _role(session, org_id, creator_id))
+    async with state_of(app).data.transaction() as tx:
         api_key, key = await api_keys.create_api_key(
-            session_tx(session),
+            tx,
             state_of(app).settings,
             actor=actor,
             name=name,
             role=OrgRole(role),
             expires_in_days=expires_in_days,
         )
-        await session.commit()
-        return api_key.id, key
+    return api_key.id, key
 
 
 async def roles(app: FastAPI, org_id: uuid.UUID) -> dict[uuid.UUID, str]:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.auth import service as auth_service
 from app.auth.models import AuthSession, EmailToken, EmailTokenPurpose, MfaChallenge, MfaFactor, MfaRecoveryCode
-from app.core.data import session_tx
+from app.core.data import Tx
 from app.core.db import utcnow
 from app.credits.models import CreditTransaction
 from app.orgs import service as org_service
@@ -417,9 +417,9 @@ class TestDeleteMeSupabase:
 
 
 async def _delete_while_held(app: FastAPI, user_id: uuid.UUID, change: Any) -> tuple[bool, BaseException | None]:
-    """Run ``change(session)`` in one transaction and, before it commits, ``delete_account`` in another: was the
+    """Run ``change(tx)`` in one transaction and, before it commits, ``delete_account`` in another: was the
     deletion held back until the change committed, and what did it raise?"""
-    async with state_of(app).sessionmaker() as first:
+    async with state_of(app).data.transaction() as first:
         await change(first)
 
         async def delete() -> None:
@@ -449,9 +449,9 @@ class TestDeleteMeRaces:
         user = await member_of(app, org_id, OrgRole.ADMIN, logged_in=False)
         await member_of(app, org_id, OrgRole.MEMBER, logged_in=False)
 
-        async def transfer(session: Any) -> None:
+        async def transfer(tx: Tx) -> None:
             actor = Actor(org_id=org_id, user_id=owner.id, role=OrgRole.OWNER)
-            await org_service.transfer_ownership(session_tx(session), actor=actor, user_id=user.id)
+            await org_service.transfer_ownership(tx, actor=actor, user_id=user.id)
 
         held, error = await _delete_while_held(app, user.id, transfer)
         assert held
@@ -466,9 +466,9 @@ class TestDeleteMeRaces:
         other = await member_of(app, org_id, OrgRole.OWNER, logged_in=False)
         await member_of(app, org_id, OrgRole.MEMBER, logged_in=False)
 
-        async def leave(session: Any) -> None:
+        async def leave(tx: Tx) -> None:
             actor = Actor(org_id=org_id, user_id=other.id, role=OrgRole.OWNER)
-            await org_service.remove_member(session_tx(session), actor=actor, user_id=other.id)
+            await org_service.remove_member(tx, actor=actor, user_id=other.id)
 
         held, error = await _delete_while_held(app, user.id, leave)
         assert held
