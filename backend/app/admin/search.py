@@ -64,8 +64,8 @@ def email_keys(text: str, sample: Sequence[str] = ()) -> tuple[list[str], bool]:
     Pieces that more than ``COMMON_SHARE`` of the ``sample`` of emails contain are left out (they narrow
     nothing and cost a look-up per candidate), then the rest thinned out to ``MAX_PIECES``, evenly spread. The
     exact test stays a scan key while none of the pieces was common: its trigrams narrow the candidates further
-    and it saves a filter that re-tests every candidate, name matches included (``lovelace``, 100,007 names on
-    1,000,000 users: 105 ms as a key, 145 ms as a filter). Once a common piece is left out, the exact test's
+    and it saves a filter that re-tests every candidate, name matches included (measured in docs/SCALING.md).
+    Once a common piece is left out, the exact test's
     trigrams hold it too, and it is tested on the rows the pieces leave instead.
     """
     pieces = email_pieces(text)

@@ -65,8 +65,8 @@ def _user_search(
     A search walks the trigram indexes once: the page and its exact total (count(*) OVER () of the same matches)
     come from one statement, the page's users joined back by primary key. Past the last page there is no row to
     carry the total, so it is counted apart. Without a search, count + page stay: there PostgreSQL counts in
-    parallel and keeps only the top rows of its sort, where a window count sorts every row (1,000,000 users:
-    0.5 s -> 1.4 s). A search matching nearly every row pays that too (docs/SCALING.md).
+    parallel and keeps only the top rows of its sort, where a window count sorts every row (about three times
+    slower on a million users, docs/SCALING.md). A search matching nearly every row pays that too.
     """
     where = [*_user_filters(is_active, is_superuser), user_matches(pieces, exact_is_key)]
     page = paged(
