@@ -84,6 +84,24 @@ SUPABASE_DELETED_AT = Query(
 )
 """When the account of a Supabase user was deleted here (its tombstone); no row when it was not."""
 
+
+def _supabase_caller(*values: Any) -> tuple[UserRow, datetime | None]:
+    deleted_at = values[_N]
+    return UserRow(*values[:_N]), None if deleted_at is None else _aware(deleted_at)
+
+
+SUPABASE_CALLER = Query(
+    select(
+        *USER_COLUMNS,
+        select(DeletedSupabaseIdentity.deleted_at)
+        .where(DeletedSupabaseIdentity.supabase_id == User.supabase_id)
+        .scalar_subquery(),
+    ).where(User.supabase_id == bindparam("supabase_id")),
+    _supabase_caller,
+)
+"""A Supabase caller's user and, in the same round trip, the tombstone of an earlier account of that ``sub`` (when
+the token predates this account, a tombstone newer than the token refuses it)."""
+
 API_KEY = Query(
     select(
         *USER_COLUMNS,

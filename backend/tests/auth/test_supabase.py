@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.auth.exceptions import JwksUnavailableError
-from app.auth.identity import SUPABASE_DELETED_AT, SUPABASE_USER
+from app.auth.identity import SUPABASE_CALLER, SUPABASE_DELETED_AT
 from app.auth.jwks import JwksClient, parse_jwks
 from app.state import state_of
 from app.users.models import User
@@ -573,10 +573,25 @@ class TestProvisioning:
             response = await client.post("/api/v1/profile", headers=bearer(token))
         assert response.status_code == 201, response.text
         statements = [_flat(sql) for sql in sent]
-        assert statements[:2] == [_sql(SUPABASE_USER), _sql(SUPABASE_DELETED_AT)], statements
+        assert statements[:2] == [_sql(SUPABASE_CALLER), _sql(SUPABASE_DELETED_AT)], statements
         assert statements[2] == "BEGIN;" and statements[4] == "COMMIT;", statements
         assert statements[3].startswith("INSERT INTO users ") and "ON CONFLICT DO NOTHING RETURNING" in statements[3]
         assert statements[5] == "BEGIN;" and statements[-1] == "COMMIT;", statements  # the handler's own
+
+    @requires_postgres()
+    async def test_a_known_user_is_one_statement_even_with_a_token_older_than_the_account(
+        self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The token was issued before its account was provisioned (every first token of a new user): the
+        tombstone check comes with the user's lookup, one round trip, not a second lookup on every request."""
+        application = await supabase_app()
+        token = mint(claims(issuer=jwks_server.issuer, email=unique_email("old"), email_verified=True))
+        async with client_for(application) as client:
+            assert (await client.get("/api/v1/users/me", headers=bearer(token))).status_code == 200  # provisions
+            async with statements_sent(application, monkeypatch) as sent:
+                response = await client.get("/api/v1/users/me", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert [_flat(sql) for sql in sent] == [_sql(SUPABASE_CALLER)]
 
     async def test_local_account_same_email_unverified_token_409(
         self, supabase_app: SupabaseAppFactory, jwks_server: JwksServer
