@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -18,9 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.admin import service as admin_service
 from app.admin.search import MAX_PIECES, EmailSample, email_keys, email_pieces
 from app.core.data import Data
-from app.core.driver import Driver
 from app.state import state_of
 from tests.conftest import requires_postgres
+from tests.core.test_data import driver_statements
 from tests.factories import create_user
 
 pytestmark = pytest.mark.asyncio
@@ -259,36 +256,11 @@ def _nodes(node: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return found
 
 
-@asynccontextmanager
-async def _driver_statements(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[tuple[str, tuple[Any, ...]]]]:
-    """Each statement sent on the app's asyncpg pool (the one data path on PostgreSQL), with its arguments."""
-    sent: list[tuple[str, tuple[Any, ...]]] = []
-
-    def log(record: Any) -> None:
-        sent.append((record.query, tuple(record.args)))
-
-    opened = Driver.connection
-
-    @asynccontextmanager
-    async def logged(driver: Driver) -> AsyncIterator[Any]:
-        async with opened(driver) as connection:
-            connection.add_query_logger(log)
-            try:
-                yield connection
-            finally:
-                connection.remove_query_logger(log)
-
-    monkeypatch.setattr(Driver, "connection", logged)
-    yield sent
-    await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
-    monkeypatch.setattr(Driver, "connection", opened)
-
-
 async def _search_plan(
     client: httpx.AsyncClient, app: FastAPI, headers: dict[str, str], search: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     """The plan (sequential scans off: the test tables are small) of the statement a search runs, and its total."""
-    async with _driver_statements(monkeypatch) as sent:
+    async with driver_statements(monkeypatch) as sent:
         response = await client.get(USERS, params={"search": search}, headers=headers)
     [(statement, parameters)] = [(sql, args) for sql, args in sent if "count(" in sql]
     async with state_of(app).engine.begin() as connection:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,18 +57,8 @@ def test_the_ceilings_run_the_apps_sql() -> None:
 
 
 @asynccontextmanager
-async def statements_sent(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
-    """Every statement the app sends, on the asyncpg pool and through the engine."""
-    queries: list[str] = []
-
-    def log(record: Any) -> None:
-        queries.append(record.query)
-
-    @event.listens_for(state_of(app).engine.sync_engine, "connect")
-    def _log(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.driver_connection.add_query_logger(log)
-
-    await state_of(app).engine.dispose()  # new connections, each with the logger
+async def _logging_driver(monkeypatch: pytest.MonkeyPatch, log: Callable[[Any], None]) -> AsyncIterator[None]:
+    """``log`` gets each statement sent on the app's asyncpg pool (asyncpg's query records) for the block."""
     opened = Driver.connection
 
     @asynccontextmanager
@@ -81,8 +71,40 @@ async def statements_sent(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Asyn
                 connection.remove_query_logger(log)
 
     monkeypatch.setattr(Driver, "connection", logged)
-    yield queries
-    await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
+    try:
+        yield
+        await asyncio.sleep(0.05)  # asyncpg calls query loggers on a later turn of the loop
+    finally:
+        monkeypatch.setattr(Driver, "connection", opened)
+
+
+@asynccontextmanager
+async def driver_statements(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Each statement sent on the app's asyncpg pool (the one data path on PostgreSQL), with its arguments."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    async with _logging_driver(monkeypatch, lambda record: sent.append((record.query, tuple(record.args)))):
+        yield sent
+
+
+@asynccontextmanager
+async def statements_sent(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
+    """Every statement the app sends, on the asyncpg pool and through the engine, in the order sent."""
+    queries: list[str] = []
+
+    def log(record: Any) -> None:
+        queries.append(record.query)
+
+    def _log(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    engine = state_of(app).engine
+    event.listen(engine.sync_engine, "connect", _log)
+    await engine.dispose()  # new connections, each with the logger
+    try:
+        async with _logging_driver(monkeypatch, log):
+            yield queries
+    finally:
+        event.remove(engine.sync_engine, "connect", _log)
 
 
 @pytest.mark.asyncio
